@@ -134,13 +134,17 @@ class Arch:
                 raise ValueError(f"{name}: bottleneck_ratio must be in (0, 1], got {s.bottleneck_ratio!r}")
             g = s.groups
             mid = s.mid_channels()
+            if s.out_channels % g:
+                raise ValueError(f"{name}: out_channels {s.out_channels} is not divisible by groups={g}")
             if not float(mid).is_integer() or mid < 1:
+                if s.bottleneck_ratio == 0.25:
+                    raise ValueError(
+                        f"{name}: out_channels {s.out_channels} is not divisible by 4*groups={4 * g}"
+                    )
                 raise ValueError(
                     f"{name}: out_channels*bottleneck_ratio must be a positive integer, "
                     f"got {s.out_channels}*{s.bottleneck_ratio}={mid}"
                 )
-            if s.out_channels % g:
-                raise ValueError(f"{name}: out_channels {s.out_channels} is not divisible by groups={g}")
             if int(mid) % g:
                 if s.bottleneck_ratio == 0.25:
                     raise ValueError(

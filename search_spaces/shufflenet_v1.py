@@ -122,13 +122,15 @@ OFFICIAL_STEM: dict[tuple[int, float], int] = {(3, 1.5): 24, (8, 1.5): 24}
 STEM_1X = 24
 
 
-def stage_channels(groups: tuple[int, ...], width: float, n_stages: int = 3) -> tuple[int, list[int]]:
+def stage_channels(
+    groups: tuple[int, ...], width: float, n_stages: int = 3, bottleneck_ratio: float = 0.25
+) -> tuple[int, list[int]]:
     """Channels for a width multiplier: (stem, [stage out channels]).
 
     Rule (reproduces every channel list in the paper and the official code): stage i gets
     `BASE[g_i] * 2**i * width` rounded to the nearest multiple of `4*lcm(g_i, g_{i+1})`,
     so the bottleneck (1/4) divides by its groups and the next stage's grouped input
-    divides too. The stem is `24*width` rounded up to a multiple of stage 2's groups
+    divides too (other bottleneck ratios r use `lcm/r` in place of `4*lcm`). The stem is `24*width` rounded up to a multiple of stage 2's groups
     (official exception: 24 at 1.5x). Per-stage groups use the mean base width.
     """
     if len(groups) != n_stages:
@@ -137,7 +139,11 @@ def stage_channels(groups: tuple[int, ...], width: float, n_stages: int = 3) -> 
     chans = []
     for i, g in enumerate(groups):
         nxt = groups[i + 1] if i + 1 < n_stages else g
-        chans.append(round_to_multiple(base * 2**i * width, 4 * math.lcm(g, nxt)))
+        m = round(1 / bottleneck_ratio) * math.lcm(g, nxt)
+        c = round_to_multiple(base * 2**i * width, m)
+        if chans and c <= chans[-1]:  # a stride-2 unit must add channels: next multiple up
+            c = (chans[-1] // m + 1) * m
+        chans.append(c)
     g0 = groups[0]
     if len(set(groups)) == 1 and (g0, width) in OFFICIAL_STEM:
         stem = OFFICIAL_STEM[(g0, width)]
@@ -165,7 +171,7 @@ def make_arch(
     gs = (groups,) * n if isinstance(groups, int) else tuple(groups)
     sh = (shuffle,) * n if isinstance(shuffle, str) else tuple(shuffle)
     ks = (kernel,) * n if isinstance(kernel, int) else tuple(kernel)
-    stem, chans = stage_channels(gs, width, n)
+    stem, chans = stage_channels(gs, width, n, bottleneck_ratio)
     stages = tuple(
         StageSpec(out_channels=c, repeats=r, groups=g, shuffle=p, kernel=k, bottleneck_ratio=bottleneck_ratio)
         for c, r, g, p, k in zip(chans, repeats, gs, sh, ks)

@@ -51,7 +51,7 @@ class ShuffleNetV1Space:
         def nonempty(name: str, values: tuple[Any, ...]) -> None:
             if not values:
                 raise ValueError(f"space.{name} must not be empty")
-            if len(set(values)) != len(values):
+            if name != "repeats" and len(set(values)) != len(values):
                 raise ValueError(f"space.{name} has duplicates: {list(values)}")
 
         for name in ("groups", "widths", "placements", "kernels", "bottleneck_ratios", "repeats"):
