@@ -1,0 +1,295 @@
+"""Proxy trainer: a few seeded, deterministic epochs on in-memory tensors.
+
+`train_proxy(model, data, config, report)` trains `model` on `data.train`, measures top-1
+on `data.val` after each epoch and hands it to `report(epoch, accuracy)`; a `True` answer
+stops training (pruning). A non-finite loss raises `TrainingDiverged` with one line.
+
+Determinism: build the model right after `seed_everything(seed)`; the trainer forks the
+global RNG, seeds it with `config.seed`, shuffles with its own seeded generator, sets
+`config.threads` and, on an accelerator, turns on deterministic algorithms (warn only) with
+cuDNN benchmarking off, restoring all of these on exit. The same seed, model construction and thread count give identical accuracies.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .data import ProxyData
+
+__all__ = [
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingDiverged",
+    "evaluate_accuracy",
+    "seed_everything",
+    "train_proxy",
+]
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("cosine", "linear", "constant")
+
+ReportFn = Callable[[int, float], "bool | None"]
+ProgressFn = Callable[[int, int], Any]
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite; a search records the trial as failed."""
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's global generators (call before building the model)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _num(name: str, value: Any, *, low: float | None = None, low_open: bool = False, high: float | None = None,
+         integer: bool = False) -> None:
+    kind = "an integer" if integer else "a number"
+    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok_type or (not integer and not math.isfinite(value)):
+        raise ValueError(f"TrainConfig.{name} must be {kind}, got {value!r}")
+    if low is not None and (value <= low if low_open else value < low):
+        raise ValueError(f"TrainConfig.{name} must be {'>' if low_open else '>='} {low}, got {value!r}")
+    if high is not None and value > high:
+        raise ValueError(f"TrainConfig.{name} must be <= {high}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a proxy is trained. Validated on construction (ValueError naming field, rule, value)."""
+
+    epochs: int = 3
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    label_smoothing: float = 0.0
+    seed: int = 0
+    threads: int | None = 1
+    max_batches_per_epoch: int | None = None
+    eval_batch_size: int = 1000
+    nesterov: bool = False
+
+    def __post_init__(self) -> None:
+        _num("epochs", self.epochs, low=1, integer=True)
+        _num("batch_size", self.batch_size, low=1, integer=True)
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"TrainConfig.optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        _num("lr", self.lr, low=0.0, low_open=True)
+        _num("momentum", self.momentum, low=0.0, high=1.0)
+        if self.momentum >= 1.0:
+            raise ValueError(f"TrainConfig.momentum must be < 1, got {self.momentum!r}")
+        _num("weight_decay", self.weight_decay, low=0.0)
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"TrainConfig.schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        _num("label_smoothing", self.label_smoothing, low=0.0, high=1.0)
+        if self.label_smoothing >= 1.0:
+            raise ValueError(f"TrainConfig.label_smoothing must be < 1, got {self.label_smoothing!r}")
+        _num("seed", self.seed, low=0, integer=True)
+        if self.threads is not None:
+            _num("threads", self.threads, low=1, integer=True)
+        if self.max_batches_per_epoch is not None:
+            _num("max_batches_per_epoch", self.max_batches_per_epoch, low=1, integer=True)
+        _num("eval_batch_size", self.eval_batch_size, low=1, integer=True)
+        if not isinstance(self.nesterov, bool):
+            raise ValueError(f"TrainConfig.nesterov must be true or false, got {self.nesterov!r}")
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
+            raise ValueError("TrainConfig.nesterov needs optimizer 'sgd' with momentum > 0, "
+                             f"got optimizer={self.optimizer!r}, momentum={self.momentum!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"TrainConfig: unknown field(s) {', '.join(unknown)}; "
+                             f"known: {', '.join(cls.__dataclass_fields__)}")
+        return cls(**d)
+
+
+@dataclass
+class TrainResult:
+    """Outcome of `train_proxy`. Accuracies are top-1 fractions in [0, 1]."""
+
+    accuracy: float
+    best_accuracy: float
+    epochs_run: int
+    seconds: float
+    images_per_second: float
+    history: list[tuple[int, float]] = field(default_factory=list)
+    stopped_early: bool = False
+    train_loss: float = float("nan")
+    train_seconds: float = 0.0
+    images_seen: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["history"] = [list(h) for h in self.history]
+        return d
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    for b in model.buffers():
+        return b.device
+    return torch.device("cpu")
+
+
+def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("model has no trainable parameters")
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                               nesterov=cfg.nesterov)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _lr_factor(schedule: str, step: int, total: int) -> float:
+    if schedule == "constant" or total <= 0:
+        return 1.0
+    t = min(step, total) / total
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * t))
+    return 1.0 - t  # linear
+
+
+@torch.inference_mode()
+def evaluate_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
+    """Top-1 accuracy of `model` (put in eval mode) on in-memory tensors."""
+    if len(y) == 0:
+        return float("nan")
+    model.eval()
+    device = _model_device(model)
+    correct = 0
+    for i in range(0, len(y), batch_size):
+        xb = x[i:i + batch_size].to(device, non_blocking=True)
+        yb = y[i:i + batch_size].to(device, non_blocking=True)
+        correct += int((model(xb).argmax(dim=1) == yb).sum())
+    return correct / len(y)
+
+
+def train_proxy(model: nn.Module, data: ProxyData, config: TrainConfig | None = None,
+                report: ReportFn | None = None, *, progress: ProgressFn | None = None) -> TrainResult:
+    """Train `model` on `data.train` for `config.epochs`; validate on `data.val` after each epoch.
+
+    `report(epoch, val_accuracy)` (epoch 1-based) is called after every epoch; returning
+    True stops training and sets `stopped_early`. `progress(batches_done, total_batches)` is
+    called after every batch (for a progress bar). Raises `TrainingDiverged` on a NaN or
+    infinite loss.
+    """
+    cfg = config if config is not None else TrainConfig()
+    x_train, y_train = data.train.tensors[0], data.train.tensors[1]
+    x_val, y_val = data.val.tensors[0], data.val.tensors[1]
+    n = len(y_train)
+    if n == 0:
+        raise ValueError(f"dataset {data.name!r} has no training images")
+    device = _model_device(model)
+    if x_train.device != device:
+        x_train, y_train = x_train.to(device), y_train.to(device)
+        x_val, y_val = x_val.to(device), y_val.to(device)
+
+    batches_per_epoch = math.ceil(n / cfg.batch_size)
+    if cfg.max_batches_per_epoch is not None:
+        batches_per_epoch = min(batches_per_epoch, cfg.max_batches_per_epoch)
+    total_steps = batches_per_epoch * cfg.epochs
+
+    prev_threads = torch.get_num_threads()
+    prev_det = torch.are_deterministic_algorithms_enabled()
+    prev_det_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    prev_benchmark = torch.backends.cudnn.benchmark
+    t_start = time.perf_counter()
+    train_seconds = 0.0
+    images_seen = 0
+    history: list[tuple[int, float]] = []
+    stopped = False
+    last_loss = float("nan")
+    step = 0
+    try:
+        if cfg.threads is not None and cfg.threads != prev_threads:
+            torch.set_num_threads(cfg.threads)
+        if device.type != "cpu":
+            # CPU kernels are deterministic at a fixed thread count already; on CPU this call would
+            # also cost ~2 s per process (it imports torch._inductor)
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        with torch.random.fork_rng(devices=[] if device.type == "cpu" else None):
+            torch.manual_seed(cfg.seed)
+            gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
+            optimizer = _make_optimizer(model, cfg)
+            base_lrs = [g["lr"] for g in optimizer.param_groups]
+            criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+            for epoch in range(1, cfg.epochs + 1):
+                model.train()
+                t0 = time.perf_counter()
+                perm = torch.randperm(n, generator=gen)
+                if device.type != "cpu":
+                    perm = perm.to(device)
+                loss_sum, loss_count = 0.0, 0
+                for b in range(batches_per_epoch):
+                    idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+                    xb, yb = x_train.index_select(0, idx), y_train.index_select(0, idx)
+                    factor = _lr_factor(cfg.schedule, step, total_steps)
+                    for g, base in zip(optimizer.param_groups, base_lrs, strict=True):
+                        g["lr"] = base * factor
+                    out = model(xb)
+                    loss = criterion(out, yb)
+                    value = float(loss.detach())
+                    if not math.isfinite(value):
+                        raise TrainingDiverged(
+                            f"loss became {value} at epoch {epoch}, batch {b + 1} (lr={base_lrs[0] * factor:.4g}): "
+                            f"lower the learning rate (TrainConfig.lr / --lr), use label smoothing or check the model "
+                            f"for numerically unstable layers")
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    loss_sum += value * len(yb)
+                    loss_count += len(yb)
+                    step += 1
+                    if progress is not None:
+                        progress(step, total_steps)
+                train_seconds += time.perf_counter() - t0
+                images_seen += loss_count
+                last_loss = loss_sum / max(loss_count, 1)
+                acc = evaluate_accuracy(model, x_val, y_val, cfg.eval_batch_size)
+                history.append((epoch, acc))
+                if report is not None and report(epoch, acc):
+                    stopped = True
+                    break
+    finally:
+        if cfg.threads is not None and torch.get_num_threads() != prev_threads:
+            torch.set_num_threads(prev_threads)
+        if device.type != "cpu":
+            torch.use_deterministic_algorithms(prev_det, warn_only=prev_det_warn)
+            torch.backends.cudnn.benchmark = prev_benchmark
+
+    accs = [a for _, a in history]
+    return TrainResult(
+        accuracy=accs[-1],
+        best_accuracy=max(accs),
+        epochs_run=len(history),
+        seconds=time.perf_counter() - t_start,
+        images_per_second=images_seen / train_seconds if train_seconds > 0 else float("nan"),
+        history=history,
+        stopped_early=stopped,
+        train_loss=last_loss,
+        train_seconds=train_seconds,
+        images_seen=images_seen,
+    )

@@ -1,0 +1,143 @@
+"""objectives.accuracy: determinism, report/stop, divergence, learning, config validation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+from objectives.accuracy import TrainConfig, TrainingDiverged, TrainResult, seed_everything, train_proxy
+from objectives.data import ProxyData, load_dataset
+
+
+@pytest.fixture(scope="module")
+def small() -> ProxyData:
+    return load_dataset("default", train_size=600, val_size=200, resolution=16)
+
+
+@pytest.fixture(scope="module")
+def medium() -> ProxyData:
+    return load_dataset("default", train_size=2000, val_size=500)
+
+
+def tiny_cnn(in_ch: int = 1, classes: int = 10, width: int = 8) -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(in_ch, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(width, 2 * width, 3, padding=1, bias=False), nn.BatchNorm2d(2 * width), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.1), nn.Linear(2 * width, classes),
+    )
+
+
+def _run(data: ProxyData, cfg: TrainConfig, seed: int = 0, **kw) -> TrainResult:
+    seed_everything(seed)
+    return train_proxy(tiny_cnn(), data, cfg, **kw)
+
+
+def test_same_seed_same_accuracy(small: ProxyData) -> None:
+    cfg = TrainConfig(epochs=2, batch_size=64, lr=0.1, seed=7)
+    a = _run(small, cfg)
+    b = _run(small, cfg)
+    assert a.accuracy == b.accuracy and a.history == b.history and a.train_loss == b.train_loss
+    assert a.epochs_run == 2 and not a.stopped_early
+    assert 0.0 <= a.accuracy <= 1.0 and a.best_accuracy == max(acc for _, acc in a.history)
+    assert a.images_per_second > 0 and a.images_seen == 2 * 600
+    # a different shuffling seed gives a different run
+    c = _run(small, TrainConfig(epochs=2, batch_size=64, lr=0.1, seed=8))
+    assert c.train_loss != a.train_loss
+
+
+def test_global_state_restored(small: ProxyData) -> None:
+    torch.set_num_threads(1)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    _run_model = tiny_cnn()
+    torch.manual_seed(123)
+    train_proxy(_run_model, small, TrainConfig(epochs=1, max_batches_per_epoch=2, threads=2))
+    assert torch.equal(torch.rand(3), expected)  # the trainer forked the global RNG
+    assert torch.get_num_threads() == 1
+
+
+def test_report_true_stops_after_first_epoch(small: ProxyData) -> None:
+    seen: list[tuple[int, float]] = []
+
+    def report(epoch: int, acc: float) -> bool:
+        seen.append((epoch, acc))
+        return True
+
+    r = _run(small, TrainConfig(epochs=5, max_batches_per_epoch=3), report=report)
+    assert r.stopped_early and r.epochs_run == 1 and len(seen) == 1 and seen[0][0] == 1
+    assert r.history == seen
+
+
+def test_report_false_and_progress(small: ProxyData) -> None:
+    epochs: list[int] = []
+    ticks: list[tuple[int, int]] = []
+    r = _run(small, TrainConfig(epochs=2, batch_size=100, max_batches_per_epoch=4),
+             report=lambda e, a: epochs.append(e) or False, progress=lambda d, t: ticks.append((d, t)))
+    assert epochs == [1, 2] and not r.stopped_early
+    assert ticks == [(i, 8) for i in range(1, 9)]
+
+
+def test_nan_loss_raises_training_diverged(small: ProxyData) -> None:
+    with pytest.raises(TrainingDiverged) as exc:
+        _run(small, TrainConfig(epochs=2, lr=1e30, batch_size=64))
+    msg = str(exc.value)
+    assert "\n" not in msg
+    assert msg.startswith("loss became ") and "epoch 1, batch " in msg and "lr=" in msg
+    assert "lower the learning rate" in msg
+
+    class NanOut(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(16 * 16, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x.flatten(1)) * float("nan")
+
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at epoch 1, batch 1 \(lr=0.05\)"):
+        train_proxy(NanOut(), small, TrainConfig(schedule="constant"))
+
+
+def test_learns_above_chance(medium: ProxyData) -> None:
+    seed_everything(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(16 * 7 * 7, 10),
+    )
+    r = train_proxy(model, medium, TrainConfig(epochs=2, batch_size=64, lr=0.05))
+    assert r.epochs_run == 2 and [e for e, _ in r.history] == [1, 2]
+    assert r.accuracy > 0.6, r  # chance is 0.1; about 0.9 in practice
+
+
+def test_adamw_and_schedules(small: ProxyData) -> None:
+    for sched in ("linear", "constant"):
+        r = _run(small, TrainConfig(epochs=1, optimizer="adamw", lr=3e-3, weight_decay=1e-4, schedule=sched,
+                                    max_batches_per_epoch=3, label_smoothing=0.1))
+        assert r.epochs_run == 1 and r.images_seen == 3 * 128
+
+
+@pytest.mark.parametrize(("kw", "needle"), [
+    ({"epochs": 0}, "TrainConfig.epochs must be >= 1, got 0"),
+    ({"batch_size": 1.5}, "TrainConfig.batch_size must be an integer"),
+    ({"optimizer": "lamb"}, "TrainConfig.optimizer must be one of sgd, adamw, got 'lamb'"),
+    ({"lr": 0.0}, "TrainConfig.lr must be > 0.0"),
+    ({"lr": float("nan")}, "TrainConfig.lr must be a number"),
+    ({"schedule": "step"}, "TrainConfig.schedule must be one of cosine, linear, constant"),
+    ({"momentum": 1.0}, "TrainConfig.momentum must be < 1"),
+    ({"label_smoothing": -0.1}, "TrainConfig.label_smoothing must be >= 0.0"),
+    ({"threads": 0}, "TrainConfig.threads must be >= 1"),
+    ({"max_batches_per_epoch": 0}, "TrainConfig.max_batches_per_epoch must be >= 1"),
+])
+def test_config_validation(kw: dict, needle: str) -> None:
+    with pytest.raises(ValueError) as exc:
+        TrainConfig(**kw)
+    assert needle in str(exc.value)
+
+
+def test_config_round_trip() -> None:
+    cfg = TrainConfig(epochs=2, optimizer="adamw", lr=1e-3)
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="unknown field"):
+        TrainConfig.from_dict({"epochz": 3})

