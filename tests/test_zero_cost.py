@@ -1,0 +1,148 @@
+"""Zero-cost proxies: finite, deterministic, side-effect free, and fast at proxy resolution."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Iterator
+
+import pytest
+import torch
+from torch import nn
+
+from objectives.zero_cost import (
+    PROXIES,
+    arch_zero_cost,
+    grad_norm,
+    naswot,
+    naswot_kernel,
+    proxy_batch,
+    synflow,
+    zero_cost_scores,
+)
+from search_spaces import build_model, preset
+
+# (preset, in_channels): grey and colour proxy inputs at 32x32, 10 classes
+CASES = [("shufflenet_v1_g3_x0_5", 1), ("shufflenet_v1_g8_x0_25", 3)]
+BATCH = 32
+
+
+def _batch(c: int, n: int = BATCH) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(n, c, 32, 32, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+
+def _model(name: str, c: int) -> nn.Module:
+    torch.manual_seed(0)
+    return build_model(preset(name).with_io(in_channels=c, num_classes=10, small_input=True))
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """One intra-op thread, as a search worker runs: timings stay sane on a shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("name,c", CASES)
+def test_proxies_finite_deterministic_and_fast(name: str, c: int) -> None:
+    arch = preset(name).with_io(in_channels=c, num_classes=10, small_input=True)
+    x, y = _batch(c)
+    model = _model(name, c)
+    zero_cost_scores(model, x[:2], y[:2])  # warm-up (first-call allocations)
+    times = {}
+    first = {}
+    for proxy in PROXIES:
+        t0 = time.perf_counter()
+        first.update(zero_cost_scores(model, x, y, proxies=[proxy]))
+        times[proxy] = time.perf_counter() - t0
+    print(f"\n{name} {c}x32x32 batch {BATCH}: " + ", ".join(f"{k}={first[k]:.4g} ({times[k]:.3f}s)" for k in PROXIES))
+    assert set(first) == set(PROXIES)
+    assert all(math.isfinite(v) for v in first.values()), first
+    assert first["synflow"] > 0 and first["grad_norm"] > 0
+    assert zero_cost_scores(model, x, y) == first  # bit-identical on a second run
+    assert arch_zero_cost(arch, x, y) == first  # same seed, same initialisation, same scores
+    for proxy, seconds in times.items():
+        assert seconds < 3.0, f"{proxy} took {seconds:.2f}s (target < 1 s)"
+
+
+def test_model_and_rng_untouched() -> None:
+    model = _model(*CASES[0])
+    x, y = _batch(1)
+    before = copy.deepcopy(model.state_dict())
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    zero_cost_scores(model, x, y)
+    assert torch.equal(torch.rand(3), expected_next)  # global RNG stream unaffected
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # weights and BN running stats
+    assert all(p.grad is None for p in model.parameters())
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_naswot_kernel_counts_every_relu() -> None:
+    """The kernel covers the stem's nn.ReLU and every unit's functional torch.relu calls."""
+    model = _model(*CASES[0])
+    x, _ = _batch(1, n=4)
+    k = naswot_kernel(model, x)
+    # stem ReLU + per unit: ReLU after bn1 (at the unit's input resolution) and the output ReLU
+    # (stride-2 units: on the branch only; the pooled shortcut is concatenated after it)
+    arch = preset(CASES[0][0]).with_io(in_channels=1, num_classes=10, small_input=True)
+    hw, ch = 32, arch.stem_channels
+    units = ch * hw * hw
+    for s in arch.stages:
+        mid = int(s.mid_channels())
+        for r in range(s.repeats):
+            in_hw, hw = hw, hw // 2 if r == 0 else hw
+            branch = s.out_channels - ch if r == 0 else s.out_channels
+            units += mid * in_hw * in_hw + branch * hw * hw
+            ch = s.out_channels
+    assert torch.equal(torch.diagonal(k), torch.full((4,), float(units), dtype=torch.float64))
+    assert torch.equal(k, k.T)
+
+
+def test_naswot_duplicate_images_is_minus_inf() -> None:
+    model = _model(*CASES[0])
+    x, _ = _batch(1, n=4)
+    x[1] = x[0]
+    assert naswot(model, x) == -math.inf
+
+
+def test_synflow_is_data_free_and_grad_norm_depends_on_labels() -> None:
+    model = _model(*CASES[0])
+    x, y = _batch(1)
+    assert synflow(model, (1, 32, 32)) == zero_cost_scores(model, x * 0.5, y, proxies=["synflow"])["synflow"]
+    assert grad_norm(model, x, y) != grad_norm(model, x, (y + 1) % 10)
+
+
+def test_bad_input_raises_value_error() -> None:
+    model = _model(*CASES[0])
+    x, y = _batch(1, n=4)
+    with pytest.raises(ValueError, match="unknown"):
+        zero_cost_scores(model, x, y, proxies=["jacov"])
+    with pytest.raises(ValueError, match="N >= 2"):
+        naswot(model, x[:1])
+    with pytest.raises(ValueError, match="targets"):
+        grad_norm(model, x, y[:2])
+    with pytest.raises(ValueError, match="input_shape_chw"):
+        synflow(model, (32, 32))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="no ReLU"):
+        naswot(nn.Sequential(nn.Flatten(), nn.Linear(1024, 10)), x)
+
+
+def test_proxy_batch_from_real_data() -> None:
+    from objectives.data import load_dataset
+
+    data = load_dataset("default", train_size=200, val_size=50)
+    x, y = proxy_batch(data, 16, seed=1)
+    x2, _ = proxy_batch(data, 16, seed=1)
+    assert x.shape == (16, data.in_channels, data.resolution, data.resolution) and torch.equal(x, x2)
+    assert y.shape == (16,)
+    scores = arch_zero_cost(preset("shufflenet_v1_g3_x0_5").with_io(in_channels=1, num_classes=10, small_input=True), x, y)
+    assert all(math.isfinite(v) for v in scores.values())
+    with pytest.raises(ValueError, match="batch size"):
+        proxy_batch(data, 1)
