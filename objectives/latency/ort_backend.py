@@ -1,0 +1,86 @@
+"""Local ONNX Runtime latency: the same single-file ONNX a device agent would receive."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from .base import (
+    LatencyResult,
+    MeasureConfig,
+    check_clock,
+    check_input_shape,
+    check_threads,
+    clock_runtime,
+    device_label,
+    host_info,
+)
+from .base import measure_callable as _measure_callable
+
+
+def make_session(onnx_bytes: bytes, threads: int = 1) -> Any:
+    """CPU session from bytes: explicit intra-op threads, one inter-op thread, all graph optimisations."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    return ort.InferenceSession(onnx_bytes, sess_options=so, providers=["CPUExecutionProvider"])
+
+
+class OrtBackend:
+    """Exports the model to ONNX in memory and times `session.run` on the CPU provider."""
+
+    name = "onnxruntime"
+
+    def __init__(self, threads: int = 1, config: MeasureConfig | None = None, *, dynamo: bool = False) -> None:
+        self.threads = check_threads(threads)
+        self.config = config or MeasureConfig()
+        check_clock(self.config, self.threads)
+        self.dynamo = dynamo
+        self._info: dict[str, Any] | None = None
+
+    def device_info(self) -> dict[str, Any]:
+        if self._info is None:
+            self._info = host_info()
+        return self._info
+
+    def runtime(self) -> dict[str, str]:
+        import onnxruntime
+
+        return {**clock_runtime(self.config), "onnxruntime": onnxruntime.__version__}
+
+    def measure(self, arch_or_model: Any, input_shape: tuple[int, int, int]) -> LatencyResult:
+        from .onnx_export import export_onnx_bytes
+
+        shape = check_input_shape(input_shape)
+        data = export_onnx_bytes(arch_or_model, shape, dynamo=self.dynamo)
+        result = self.measure_onnx(data, shape)
+        return _with_arch(result, getattr(arch_or_model, "arch_id", None))
+
+    def measure_onnx(self, onnx_bytes: bytes, input_shape: tuple[int, int, int]) -> LatencyResult:
+        import numpy as np
+
+        shape = check_input_shape(input_shape)
+        t0 = time.perf_counter()
+        sess = make_session(onnx_bytes, self.threads)
+        name = sess.get_inputs()[0].name
+        x = np.random.default_rng(0).standard_normal((1, *shape), dtype=np.float32)
+        feed = {name: x}
+        stats, again = _measure_callable(lambda: sess.run(None, feed), self.config)
+        info = self.device_info()
+        return LatencyResult(
+            median_ms=stats.median_ms, p90_ms=stats.p90_ms, spread=stats.spread, n=stats.n,
+            backend=self.name, device=info["fingerprint"], threads=self.threads, runtime=self.runtime(),
+            input_shape=shape, p10_ms=stats.p10_ms, min_ms=stats.min_ms, machine=str(info.get("machine", "")),
+            device_label=device_label(info), remeasured=again, seconds=time.perf_counter() - t0,
+        )
+
+
+def _with_arch(result: LatencyResult, arch_id: str | None) -> LatencyResult:
+    from dataclasses import replace
+
+    return replace(result, arch_id=arch_id)
