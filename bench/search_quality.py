@@ -1,0 +1,204 @@
+"""Search quality: hypervolume of TPE and NSGA-II against random search, and presets dominated.
+
+For each sampler and seed, the real Optuna backend (nas.optuna_backend.run_optuna_search:
+budget-aware sampling, constraints, the study contract) runs the same number of trials
+under the same budget; the hypervolume of each study's COMPLETE trials is computed with a
+reference point shared by all runs (MMACs: the budget; accuracy: the worst value seen in
+any run minus 10% of the range), and printed as a ratio to random search.
+For each paper preset that fits the budget (evaluated on the same pipeline as a reference
+trial), the script says whether any searched architecture of that sampler dominates it.
+
+  python bench/search_quality.py --cheap            # minutes: NASWOT score as the accuracy proxy
+  python bench/search_quality.py --trials 20        # real proxy training (slow: every trial trains)
+
+`--cheap` replaces proxy training by the NASWOT zero-cost score (Mellor et al. 2021) of the
+proxy network on 64 images of the proxy data set; MACs are the analytic counts either way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+BASE: dict[str, Any] = {
+    "name": "bench_quality",
+    "budget": {"max_mmacs": 40},
+    "objectives": ["accuracy", "mmacs"],
+    "data": {"name": "default", "train_size": 2000, "val_size": 500},
+    "train": {"epochs": 1, "batch_size": 128, "max_batches_per_epoch": 8, "threads": 1},
+    "latency": {"backend": "none"},
+    "keep_weights": False,
+    "reference_presets": ["shufflenet_v1_g1_x0_5", "shufflenet_v1_g3_x0_5", "shufflenet_v1_g8_x0_25"],
+}
+
+
+@functools.lru_cache(maxsize=4096)
+def _naswot(proxy_json: str, data_key: tuple) -> float:
+    import torch
+
+    from nas.evaluate import proxy_data
+    from objectives.zero_cost import arch_zero_cost
+    from search_spaces import Arch
+
+    exp = _EXP[data_key]
+    data = proxy_data(exp)
+    x, y = data.train.tensors[0][:64], data.train.tensors[1][:64]
+    torch.set_num_threads(1)
+    return float(arch_zero_cost(Arch.from_json(proxy_json), x, y, proxies=["naswot"], seed=0)["naswot"])
+
+
+_EXP: dict[tuple, Any] = {}
+
+
+def cheap_evaluate(arch: Any, exp: Any, reporter: Any = None, *, run_dir: Any = None, on_attr: Any = None,
+                   deadline: Any = None) -> Any:
+    """evaluate() with the NASWOT score in place of trained accuracy (same gate, same attrs)."""
+    from nas.evaluate import EvalResult, OverBudget, constraint_values, proxy_data
+    from objectives.flops import analytic_macs, analytic_params
+
+    attrs: dict[str, Any] = {}
+
+    def put(k: str, v: Any) -> None:
+        attrs[k] = v
+        if on_attr is not None:
+            on_attr(k, v)
+
+    c, h, w = exp.deploy.shape
+    mm = analytic_macs(arch, (h, w)) / 1e6
+    for k, v in (("arch", arch.to_json()), ("arch_id", arch.arch_id), ("mmacs", mm),
+                 ("params", analytic_params(arch))):
+        put(k, v)
+    cons = constraint_values(exp, mm)
+    put("constraint", cons)
+    if not exp.fits(arch):
+        raise OverBudget(f"over budget: {mm:.2f} MMACs > {exp.budget.max_mmacs:g}", attrs, cons)
+    data = proxy_data(exp)
+    proxy = arch.with_io(in_channels=data.in_channels, num_classes=data.num_classes, small_input=data.resolution <= 64)
+    key = (exp.data.name, exp.data.train_size, exp.data.seed)
+    _EXP.setdefault(key, exp)
+    score = _naswot(proxy.to_json(), key)
+    put("zero_cost", {"naswot": score})
+    put("accuracy_proxy", "naswot")
+    put("accuracy", score)
+    return EvalResult(values={"accuracy": score, "mmacs": mm}, attrs=attrs, constraint=cons)
+
+
+def run_one(base: dict[str, Any], sampler: str, seed: int, trials: int, workdir: Path, cheap: bool) -> Any:
+    from nas.experiment import validate_experiment
+    from nas.optuna_backend import TrialObjective, run_optuna_search
+    from nas.results import open_study, trials_frame
+
+    name = f"{sampler}_s{seed}"
+    exp = validate_experiment(base, "bench", {
+        "search.sampler": sampler, "search.seed": seed, "search.n_trials": trials, "search.study_name": name,
+        "search.run_dir": str(workdir / name), "search.workers": 1,
+    })
+    objective = TrialObjective(exp, trials, evaluate_fn=cheap_evaluate) if cheap else None
+    run_optuna_search(exp, show_progress=False, objective=objective)
+    return trials_frame(open_study(name, exp.storage_url))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--experiment", default=None, help="YAML experiment to start from (default: built-in)")
+    ap.add_argument("--trials", type=int, default=30)
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--samplers", default="random,tpe,nsga2")
+    ap.add_argument("--cheap", action="store_true", help="NASWOT zero-cost score instead of proxy training")
+    ap.add_argument("--workdir", default=None, help="where studies go (default: a temporary folder)")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+
+    import optuna
+    import pandas as pd
+
+    from nas.pareto import dominates, feasible_trials, hypervolume, reference_trials
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    base = dict(BASE)
+    if args.experiment:
+        import yaml
+
+        base = yaml.safe_load(Path(args.experiment).read_text())
+        base.setdefault("latency", {"backend": "none"})
+    if args.cheap:
+        base["objectives"] = ["accuracy", "mmacs"]
+    samplers = [s.strip() for s in args.samplers.split(",") if s.strip()]
+    if "random" not in samplers:
+        samplers.insert(0, "random")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="shufflenas_bench_"))
+    frames: dict[tuple[str, int], pd.DataFrame] = {}
+    seconds: dict[tuple[str, int], float] = {}
+    for s in samplers:
+        for seed in seeds:
+            t0 = time.perf_counter()
+            frames[(s, seed)] = run_one(base, s, seed, args.trials, workdir, args.cheap)
+            seconds[(s, seed)] = time.perf_counter() - t0
+            print(f"  {s} seed {seed}: {len(frames[(s, seed)])} trials in {seconds[(s, seed)]:.1f} s",
+                  file=sys.stderr)
+
+    objectives = list(base.get("objectives", ["accuracy", "mmacs"]))
+    any_df = next(iter(frames.values()))
+    directions = [dict(zip(any_df.attrs["objectives"], any_df.attrs["directions"], strict=True))[o]
+                  for o in objectives]
+    budget = any_df.attrs.get("budget", {})
+    union = pd.concat([feasible_trials(f, objectives) for f in frames.values()], ignore_index=True)
+    ref: list[float] = []
+    for o, d in zip(objectives, directions, strict=True):
+        if o == "mmacs" and "max_mmacs" in budget:
+            ref.append(float(budget["max_mmacs"]))
+            continue
+        lo, hi = float(union[o].min()), float(union[o].max())
+        pad = 0.1 * (hi - lo) or 1e-9
+        ref.append(lo - pad if d == "maximize" else hi + pad)
+    hv = {k: hypervolume(feasible_trials(f, objectives)[objectives], directions, ref) for k, f in frames.items()}
+    rnd = statistics.mean(hv[("random", s)] for s in seeds)
+    result: dict[str, Any] = {
+        "accuracy_proxy": "NASWOT zero-cost score (--cheap)" if args.cheap else "proxy training (objectives.accuracy)",
+        "trials": args.trials, "seeds": seeds, "budget": budget, "objectives": objectives, "reference_point": ref,
+        "workdir": str(workdir), "samplers": {},
+    }
+    for s in samplers:
+        vals = [hv[(s, seed)] for seed in seeds]
+        result["samplers"][s] = {
+            "hypervolume": vals, "mean": statistics.mean(vals),
+            "ratio_to_random": statistics.mean(vals) / rnd if rnd else float("nan"),
+            "seconds": [round(seconds[(s, seed)], 1) for seed in seeds],
+        }
+    presets: dict[str, dict[str, Any]] = {}
+    for (s, _seed), f in frames.items():
+        refs = reference_trials(f, objectives)
+        pts = feasible_trials(f, objectives)[objectives].to_numpy()
+        for _, r in refs.iterrows():
+            name = r["reference_preset"]
+            entry = presets.setdefault(name, {"values": {o: float(r[o]) for o in objectives}, "dominated_by": {}})
+            hit = any(dominates(p, [r[o] for o in objectives], directions) for p in pts)
+            entry["dominated_by"].setdefault(s, []).append(bool(hit))
+    result["presets"] = presets
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"search quality: {args.trials} trials x seeds {seeds}, budget {budget}, accuracy = {result['accuracy_proxy']}")
+    print(f"hypervolume reference point: {dict(zip(objectives, ref, strict=True))}")
+    for s, r in result["samplers"].items():
+        hvs = ", ".join(f"{v:.4g}" for v in r["hypervolume"])
+        print(f"  {s:7s} HV mean {r['mean']:.4g} ({hvs})  ratio to random {r['ratio_to_random']:.3f}")
+    for name, e in presets.items():
+        vals = ", ".join(f"{k}={v:.4g}" for k, v in e["values"].items())
+        doms = "; ".join(f"{s}: {sum(v)}/{len(v)} seeds" for s, v in e["dominated_by"].items())
+        print(f"  preset {name} ({vals}) dominated by a searched arch in {doms}")
+    if not presets:
+        print("  no reference presets in the studies (none fit the budget?)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

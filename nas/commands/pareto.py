@@ -1,0 +1,161 @@
+"""`shufflenas pareto`: the Pareto set of a study as a table, CSV, JSON and plots."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "pareto",
+        help="show the Pareto front of a study (table, CSV, PNG/HTML plots, hypervolume)",
+        description=(
+            "Pareto set of a study's COMPLETE trials (paper presets evaluated for comparison are shown, "
+            "not part of the front), its hypervolume and its knee. Hypervolume reference point: accuracy 0, "
+            "the budget for MMACs/latency, else the worst value plus 10%% of the range."
+        ),
+    )
+    p.add_argument("study", metavar="STUDY")
+    p.add_argument("--storage", default=None, help="Optuna storage URL (default sqlite:///runs/STUDY/study.db)")
+    p.add_argument("--objectives", default=None, help="comma-separated subset, e.g. accuracy,mmacs (default: all)")
+    p.add_argument("--csv", default=None, metavar="FILE", help="write the Pareto set as CSV")
+    p.add_argument("--all-csv", default=None, metavar="FILE", help="write every trial as CSV")
+    p.add_argument("--plot", default=None, metavar="FILE", help="Pareto plot, .png or .html (2 or 3 objectives)")
+    p.add_argument("--hv-plot", default=None, metavar="FILE", help="hypervolume-over-trials plot, .png or .html")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=run)
+
+
+_COLUMNS = ("groups", "channels", "repeats", "shuffle", "kernel", "stem", "latency_backend", "arch_id")
+
+
+def run(args: argparse.Namespace) -> int:
+    from nas.common import UserError
+    from nas.pareto import pareto_info
+    from nas.results import open_study, trials_frame
+
+    study = open_study(args.study, args.storage)
+    df = trials_frame(study)
+    objectives = None
+    if args.objectives is not None:
+        objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
+        if not objectives:
+            raise UserError(f"argument --objectives: expected names such as accuracy,mmacs, got {args.objectives!r}")
+    try:
+        info = pareto_info(df, objectives)
+    except ValueError as e:
+        raise UserError(f"argument --objectives: {e}") from None
+    written: list[str] = []
+    try:
+        if args.plot:
+            from nas.plots import plot_pareto
+
+            written.append(str(plot_pareto(info, args.plot)))
+        if args.hv_plot:
+            from nas.plots import plot_hypervolume
+
+            written.append(str(plot_hypervolume(info, args.hv_plot)))
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    for flag, frame in ((args.csv, info.front), (args.all_csv, info.trials)):
+        if flag:
+            try:
+                out = frame.copy()
+                if flag is args.csv:
+                    out.insert(1, "knee", out["number"] == info.knee)
+                out.to_csv(flag, index=False)
+            except OSError as e:
+                raise UserError(f"cannot write {flag} ({e.__class__.__name__}: {e})") from None
+            written.append(flag)
+    if args.json:
+        import json
+
+        print(json.dumps(_as_json(info, written), indent=2, default=str))
+        return 0
+    _print(info, written)
+    return 0
+
+
+def _row_json(row, info) -> dict:  # noqa: ANN001
+    import math
+
+    out = {"number": int(row["number"])}
+    for c in (*info.objectives, *_COLUMNS, "reference_preset", "arch"):
+        v = row.get(c)
+        if isinstance(v, float) and math.isnan(v):
+            v = None
+        out[c] = v
+    return out
+
+
+def _as_json(info, written: list[str]) -> dict:  # noqa: ANN001
+    return {
+        "study": info.study,
+        "objectives": info.objectives,
+        "directions": info.directions,
+        "units": info.units,
+        "budget": info.budget,
+        "n_trials": len(info.trials),
+        "n_complete": len(info.feasible),
+        "front": [_row_json(r, info) for _, r in info.front.iterrows()],
+        "references": [_row_json(r, info) for _, r in info.references.iterrows()],
+        "knee": info.knee,
+        "hypervolume": info.hypervolume,
+        "reference_point": info.ref_point,
+        "hypervolume_history": [{"number": n, "hypervolume": h} for n, h in info.checkpoints(10)],
+        "written": written,
+    }
+
+
+def _fmt(v, name: str) -> str:  # noqa: ANN001
+    import math
+
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if name == "accuracy":
+        return f"{v:.4f}"
+    if isinstance(v, float):
+        return f"{v:.3f}" if abs(v) < 100 else f"{v:.1f}"
+    return str(v)
+
+
+def _print(info, written: list[str]) -> None:  # noqa: ANN001
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console(width=None if Console().is_terminal else 140)
+    t = Table(title=f"Pareto set of study {info.study} ({len(info.front)} of {len(info.feasible)} complete trials)")
+    t.add_column("trial", justify="right")
+    for o, d in zip(info.objectives, info.directions, strict=False):
+        unit = info.units.get(o, "")
+        t.add_column(f"{o} ({unit}) {'↑' if d == 'maximize' else '↓'}" if unit else o, justify="right")
+    for c in _COLUMNS[:5]:
+        t.add_column(c)
+    for _, r in info.front.iterrows():
+        knee = r["number"] == info.knee
+        t.add_row(
+            f"{r['number']}{' knee' if knee else ''}",
+            *[_fmt(r[o], o) for o in info.objectives],
+            *[_fmt(r.get(c), c) for c in _COLUMNS[:5]],
+            style="bold" if knee else None,
+        )
+    for _, r in info.references.iterrows():
+        t.add_row(
+            f"[dim]{r['reference_preset']}[/]",
+            *[f"[dim]{_fmt(r[o], o)}[/]" for o in info.objectives],
+            *[f"[dim]{_fmt(r.get(c), c)}[/]" for c in _COLUMNS[:5]],
+        )
+    con.print(t)
+    if info.front.empty:
+        con.print(f"no COMPLETE trials yet ({len(info.trials)} trials in the study)")
+    if info.budget:
+        con.print("budget: " + ", ".join(f"{k}={v:g}" for k, v in info.budget.items()))
+    ref = ", ".join(f"{o}={v:g}" for o, v in zip(info.objectives, info.ref_point, strict=False))
+    con.print(f"hypervolume: [bold]{info.hypervolume:.6g}[/] (reference point {ref})")
+    cps = info.checkpoints(5)
+    if cps:
+        con.print("hypervolume history: " + "  ".join(f"#{n}: {h:.4g}" for n, h in cps))
+    if info.knee is not None:
+        con.print(f"knee: trial {info.knee} (closest to the ideal point after scaling the front to [0, 1])")
+    for w in written:
+        con.print(f"wrote {w}")

@@ -1,0 +1,235 @@
+"""Read a finished (or running) study into one pandas DataFrame.
+
+Every backend (Optuna or Ray) writes the same Optuna RDB storage (see the study contract
+in DESIGN.md), so `pareto` and `export` read one format. Reading never creates a study
+and never writes to the storage: SQLite files are checked for existence first and opened
+read-only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+from nas.common import UserError
+
+if TYPE_CHECKING:
+    import optuna
+    import pandas as pd
+
+#: name -> (unit shown on axes and headers, label). objectives.scores may refine the labels.
+UNITS: dict[str, tuple[str, str]] = {
+    "accuracy": ("top-1", "top-1 accuracy"),
+    "mmacs": ("MMACs", "MMACs (MFLOPs as in the paper)"),
+    "latency_ms": ("ms", "latency (ms, median)"),
+    "params": ("params", "parameters"),
+    "score": ("", "score"),
+}
+DIRECTIONS: dict[str, str] = {
+    "accuracy": "maximize",
+    "mmacs": "minimize",
+    "latency_ms": "minimize",
+    "params": "minimize",
+    "score": "maximize",
+}
+#: per-trial user attrs copied into the frame as they are (study contract)
+TRIAL_ATTRS: tuple[str, ...] = (
+    "arch_id", "mmacs", "params", "latency_ms", "latency_p90_ms", "latency_spread", "latency_n",
+    "latency_backend", "device", "accuracy", "epochs_run", "stopped_epoch", "time_macs_s", "time_latency_s",
+    "time_train_s", "time_zero_cost_s", "time_eval_s", "best_accuracy", "fail_reason", "reference_preset",
+    "weights",
+)
+
+
+def default_storage(study: str) -> str:
+    """`runs/<study>/study.db`, the search's default run directory."""
+    return f"sqlite:///runs/{study}/study.db"
+
+
+def sqlite_path(storage: str) -> Path | None:
+    """The file behind a `sqlite:///` URL (None for other databases or in-memory)."""
+    if not storage.startswith("sqlite:///"):
+        return None
+    rest = storage[len("sqlite:///"):].split("?", 1)[0]
+    if rest.startswith("file:"):
+        rest = rest[len("file:"):]
+    if not rest or rest == ":memory:":
+        return None
+    return Path(unquote(rest))
+
+
+def _storage(storage: str) -> optuna.storages.BaseStorage:
+    import optuna
+
+    path = sqlite_path(storage)
+    if path is not None:
+        if not path.is_file():
+            raise UserError(f"--storage {storage}: no such file {path} (has the search run? default is runs/STUDY/study.db)")
+        try:
+            with open(path, "rb") as f:
+                head = f.read(16)
+        except OSError as e:
+            raise UserError(f"--storage {storage}: cannot read {path} ({e.__class__.__name__}: {e})") from None
+        if head and head != b"SQLite format 3\x00":
+            raise UserError(f"--storage {storage}: {path} is not an SQLite database")
+        # read-only URI: reading a study must never create or modify the file
+        ro = f"sqlite:///file:{path.resolve()}?mode=ro&uri=true"
+        try:
+            return optuna.storages.RDBStorage(ro, skip_compatibility_check=True, skip_table_creation=True)
+        except Exception as e:  # sqlalchemy/optuna raise many types for a damaged file
+            raise UserError(f"--storage {storage}: cannot open {path} as an Optuna study database ({_short(e)})") from None
+    if "://" not in storage:
+        raise UserError(f"--storage {storage}: expected a database URL such as sqlite:///runs/STUDY/study.db")
+    try:
+        # never create tables in someone's database just to read it
+        return optuna.storages.RDBStorage(storage, skip_compatibility_check=True, skip_table_creation=True)
+    except Exception as e:
+        raise UserError(f"--storage {storage}: cannot open storage ({_short(e)})") from None
+
+
+def _short(e: BaseException) -> str:
+    return f"{e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200]
+
+
+def open_study(name: str, storage: str | None = None) -> optuna.Study:
+    """Load an existing study; unknown names get one line listing the studies present."""
+    import optuna
+
+    url = storage or default_storage(name)
+    st = _storage(url)
+    try:
+        names = [s.study_name for s in st.get_all_studies()]
+    except Exception as e:
+        raise UserError(f"--storage {url}: cannot read studies ({_short(e)})") from None
+    if name not in names:
+        have = ", ".join(sorted(names)) or "none"
+        raise UserError(f"study {name!r} not found in {url}; studies there: {have}")
+    return optuna.load_study(study_name=name, storage=st)
+
+
+def objective_names(study: optuna.Study) -> list[str]:
+    """Metric names per the contract; falls back to the "objectives" attr, then values_i."""
+    names = study.metric_names
+    if names and all(names):
+        return list(names)
+    attr = study.user_attrs.get("objectives")
+    if isinstance(attr, list) and len(attr) == len(study.directions):
+        return [str(a) for a in attr]
+    return [f"values_{i}" for i in range(len(study.directions))]
+
+
+def study_directions(study: optuna.Study) -> list[str]:
+    return ["maximize" if d.name == "MAXIMIZE" else "minimize" for d in study.directions]
+
+
+def units(names: list[str]) -> dict[str, str]:
+    return {n: UNITS.get(n, ("", n))[0] for n in names}
+
+
+def labels(names: list[str]) -> dict[str, str]:
+    return {n: UNITS.get(n, ("", n))[1] for n in names}
+
+
+def budget(study: optuna.Study) -> dict[str, float]:
+    """The experiment's budget ({"max_mmacs", "min_mmacs", "max_latency_ms"}; missing keys dropped)."""
+    exp = study.user_attrs.get("experiment") or {}
+    b = exp.get("budget") if isinstance(exp, dict) else None
+    if not isinstance(b, dict):
+        return {}
+    return {k: float(v) for k, v in b.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _arch_fields(arch_json: str | None) -> dict[str, Any]:
+    from search_spaces import Arch
+
+    if not arch_json:
+        return {}
+    try:
+        arch = Arch.from_json(arch_json)
+    except ValueError:
+        return {}
+
+    def join(values: list[Any]) -> str:
+        return str(values[0]) if len(set(values)) == 1 else "/".join(map(str, values))
+
+    st = arch.stages
+    return {
+        "groups": join([s.groups for s in st]),
+        "repeats": "/".join(str(s.repeats) for s in st),
+        "shuffle": join([s.shuffle for s in st]),
+        "kernel": join([s.kernel for s in st]),
+        "bottleneck_ratio": join([s.bottleneck_ratio for s in st]),
+        "stem": arch.stem_channels,
+        "channels": "/".join(str(s.out_channels) for s in st),
+    }
+
+
+def _width(row: dict[str, Any], widths: list[float]) -> float | None:
+    """The space width that gives this trial's channels (budget-aware sampling records width_q, not width)."""
+    from search_spaces import stage_channels
+
+    chans, groups = row.get("channels"), row.get("groups")
+    if not widths or not isinstance(chans, str) or groups is None:
+        return None
+    want = [int(c) for c in chans.split("/")]
+    gs = [int(g) for g in str(groups).split("/")]
+    gs = gs * len(want) if len(gs) == 1 else gs
+    for w in widths:
+        try:
+            if stage_channels(tuple(gs), float(w), len(want))[1] == want:
+                return float(w)
+        except (ValueError, KeyError):
+            continue
+    return None
+
+
+def trials_frame(study: optuna.Study) -> pd.DataFrame:
+    """One row per trial: state, named objectives, arch fields and JSON, latency, durations.
+
+    Objective columns are named by metric ("accuracy", "mmacs", "latency_ms"); their units
+    are in `df.attrs["units"]`, directions in `df.attrs["directions"]`. Trials that are not
+    COMPLETE have no objective values; their user attrs (e.g. the MACs of an over-budget
+    trial) still fill the columns of the same name.
+    """
+    import pandas as pd
+
+    names = objective_names(study)
+    space = study.user_attrs.get("space")
+    widths = [w for w in space.get("widths", []) if isinstance(w, (int, float))] if isinstance(space, dict) else []
+    rows: list[dict[str, Any]] = []
+    for t in study.get_trials(deepcopy=False):
+        ua = t.user_attrs
+        row: dict[str, Any] = {"number": t.number, "state": t.state.name}
+        for a in TRIAL_ATTRS:
+            row[a] = ua.get(a)
+        if t.values is not None:
+            for n, v in zip(names, t.values, strict=False):
+                row[n] = v
+        row.update(_arch_fields(ua.get("arch")))
+        row["width"] = t.params.get("width", _width(row, widths))
+        row["arch"] = ua.get("arch")
+        dur = None
+        if t.datetime_start and t.datetime_complete:
+            dur = (t.datetime_complete - t.datetime_start).total_seconds()
+        row["duration_s"] = dur
+        row["sampler_params"] = json.dumps(t.params, sort_keys=True) if t.params else None
+        rows.append(row)
+    cols = ["number", "state", *names]
+    df = pd.DataFrame(rows)
+    if df.empty:
+        df = pd.DataFrame(columns=[*cols, *TRIAL_ATTRS, "arch"])
+    for n in names:
+        if n not in df.columns:
+            df[n] = math.nan
+        df[n] = pd.to_numeric(df[n], errors="coerce")
+    df = df[[*cols, *[c for c in df.columns if c not in cols]]].sort_values("number").reset_index(drop=True)
+    df.attrs["objectives"] = names
+    df.attrs["directions"] = study_directions(study)
+    df.attrs["units"] = units(list(dict.fromkeys([*names, *UNITS])))
+    df.attrs["study"] = study.study_name
+    df.attrs["budget"] = budget(study)
+    df.attrs["backend"] = study.user_attrs.get("backend")
+    return df

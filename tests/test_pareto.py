@@ -1,0 +1,248 @@
+"""Pareto set, hypervolume, knee (hand-computed cases) and `shufflenas pareto` on a real SQLite study."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+
+from nas.cli import main
+from nas.pareto import (
+    dominates,
+    hypervolume,
+    hypervolume_history,
+    knee_point,
+    pareto_front,
+    pareto_info,
+    reference_point,
+)
+from nas.results import open_study, trials_frame
+from objectives.flops import analytic_macs, analytic_params
+from search_spaces import ShuffleNetV1Space, preset
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+EXPERIMENT = {
+    "name": "unit",
+    "budget": {"max_mmacs": 150.0, "min_mmacs": None, "max_latency_ms": None},
+    "deploy": {"input": [3, 224, 224], "classes": 1000},
+    "data": {"name": "default", "resolution": None},
+    "search": {"sampler": "tpe", "run_dir": None},
+    "reference_presets": ["shufflenet_v1_g3_x0_5", "shufflenet_v1_g8_x0_5"],
+}
+
+
+def make_study(tmp: Path, name: str = "unit", n: int = 14, seed: int = 0) -> tuple[str, list]:
+    """A real SQLite study written the way the search writes it (study contract).
+
+    Architectures are sampled from the real space; MACs and params are the analytic
+    counts; accuracy and latency are deterministic functions of the architecture (no
+    training in unit tests). Two paper presets are added as reference trials, plus one
+    over-budget PRUNED and one FAIL trial.
+    """
+    url = f"sqlite:///{tmp / 'study.db'}"
+    study = optuna.create_study(storage=url, study_name=name, directions=["maximize", "minimize", "minimize"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(["accuracy", "mmacs", "latency_ms"])
+    space = ShuffleNetV1Space(widths=(0.25, 0.5, 0.75, 1.0), repeats=((2, 4), (2, 6), (2, 4)),
+                              placements=("before_dw", "after_dw"), kernels=(3, 5))
+    study.set_user_attr("experiment", EXPERIMENT)
+    study.set_user_attr("space", space.to_dict())
+    study.set_user_attr("space_hash", space.space_hash())
+    study.set_user_attr("backend", "optuna")
+    study.set_user_attr("objectives", ["accuracy", "mmacs", "latency_ms"])
+    sampler_study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    archs = []
+    for i in range(n):
+        t = sampler_study.ask()
+        arch = space.sample(t)
+        archs.append(arch)
+        mm = analytic_macs(arch) / 1e6
+        attrs = {"arch": arch.to_json(), "arch_id": arch.arch_id, "mmacs": mm, "params": analytic_params(arch),
+                 "latency_backend": "onnxruntime", "device": "test-cpu", "latency_n": 20, "time_train_s": 1.0}
+        if mm > EXPERIMENT["budget"]["max_mmacs"]:
+            study.add_trial(optuna.trial.create_trial(
+                state=optuna.trial.TrialState.PRUNED, params=t.params, distributions=t.distributions,
+                user_attrs={**attrs, "fail_reason": f"over budget: {mm:.1f} MMACs > 150"}))
+            continue
+        acc = round(1 - 0.5 * math.exp(-mm / 40) - 0.01 * (i % 3), 4)
+        lat = round(0.05 * mm + 0.3 * sum(s.repeats for s in arch.stages) + 0.1 * (i % 4), 3)
+        study.add_trial(optuna.trial.create_trial(
+            values=[acc, mm, lat], params=t.params, distributions=t.distributions,
+            user_attrs={**attrs, "accuracy": acc, "latency_ms": lat, "latency_p90_ms": lat * 1.1}))
+    for k, pname in enumerate(EXPERIMENT["reference_presets"]):
+        arch = preset(pname)
+        mm = analytic_macs(arch) / 1e6
+        study.add_trial(optuna.trial.create_trial(
+            values=[0.9 - 0.01 * k, mm, 0.05 * mm + 5],
+            user_attrs={"arch": arch.to_json(), "arch_id": arch.arch_id, "mmacs": mm, "reference_preset": pname}))
+    big = preset("shufflenet_v1_g3_x1_5")  # 292 MMACs: over budget, as the gate records it
+    study.add_trial(optuna.trial.create_trial(
+        state=optuna.trial.TrialState.PRUNED,
+        user_attrs={"arch": big.to_json(), "arch_id": big.arch_id, "mmacs": analytic_macs(big) / 1e6,
+                    "fail_reason": "over budget: 292.1 MMACs > 150"}))
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL,
+                                              user_attrs={"fail_reason": "TrainingDiverged: loss is nan"}))
+    return url, archs
+
+
+# ------------------------------------------------------------------------------ hand cases
+
+
+def _df(rows: list[tuple], names: list[str], directions: list[str]) -> pd.DataFrame:
+    df = pd.DataFrame([dict(zip(names, r, strict=False)) for r in rows])
+    df.insert(0, "number", range(len(df)))
+    df.insert(1, "state", "COMPLETE")
+    df["reference_preset"] = None
+    df.attrs.update(objectives=names, directions=directions, units={}, budget={}, study="hand")
+    return df
+
+
+def test_front_and_hypervolume_2d_mixed_directions() -> None:
+    names, dirs = ["accuracy", "mmacs"], ["maximize", "minimize"]
+    df = _df([(0.9, 100), (0.8, 50), (0.7, 60), (0.95, 150), (0.8, 50)], names, dirs)
+    df.loc[4, "state"] = "PRUNED"  # not COMPLETE: never on the front
+    front = pareto_front(df, names, dirs)
+    assert sorted(front["number"]) == [0, 1, 3]
+    # rectangles [mmacs, 200] x [0, acc]: 150*0.8 + 100*0.1 + 50*0.05
+    assert hypervolume(front[names], dirs, [0.0, 200.0]) == pytest.approx(132.5)
+    assert hypervolume(df[names], dirs, [0.0, 200.0]) == pytest.approx(132.5)  # dominated points add nothing
+    assert hypervolume([[0.5, 300]], dirs, [0.0, 200.0]) == 0.0  # beyond the reference point
+
+
+def test_front_and_hypervolume_3d_mixed_directions() -> None:
+    names, dirs = ["a", "b", "c"], ["minimize", "minimize", "maximize"]
+    df = _df([(1, 1, 1), (2, 2, 2), (2.5, 2.5, 0.5)], names, dirs)
+    assert sorted(pareto_front(df, names, dirs)["number"]) == [0, 1]
+    # boxes 2*2*1 + 1*1*2 - overlap 1*1*1
+    assert hypervolume(df[names], dirs, [3, 3, 0]) == pytest.approx(5.0)
+
+
+def test_reference_presets_are_not_on_the_front() -> None:
+    names, dirs = ["accuracy", "mmacs"], ["maximize", "minimize"]
+    df = _df([(0.9, 100), (0.99, 10)], names, dirs)
+    df.loc[1, "reference_preset"] = "shufflenet_v1_g3_x0_5"
+    assert pareto_front(df, names, dirs)["number"].to_list() == [0]
+    info = pareto_info(df)
+    assert info.references["number"].to_list() == [1]
+
+
+def test_knee_is_closest_to_ideal_after_scaling() -> None:
+    names, dirs = ["x", "y"], ["minimize", "minimize"]
+    df = _df([(0, 10), (1, 2), (10, 0)], names, dirs)
+    front = pareto_front(df, names, dirs)
+    # scaled "goodness": (1, 0), (0.9, 0.8), (0, 1) -> (1, 2) is nearest to (1, 1)
+    assert knee_point(front, names, dirs) == 1
+    assert knee_point(front.iloc[:1], names, dirs) == int(front["number"].iloc[0])
+    assert knee_point(front.iloc[0:0], names, dirs) is None
+
+
+def test_reference_point_rule_and_history() -> None:
+    names, dirs = ["accuracy", "mmacs", "latency_ms"], ["maximize", "minimize", "minimize"]
+    df = _df([(0.5, 100, 10), (0.6, 120, 8), (0.7, 90, 20), (0.4, 140, 30)], names, dirs)
+    ref = reference_point(df, names, dirs, {"max_mmacs": 150.0})
+    assert ref == pytest.approx([0.0, 150.0, 30 + 0.1 * 22])
+    hist = hypervolume_history(df, names, dirs, ref)
+    assert hist["number"].to_list() == [0, 1, 2, 3]
+    assert hist["hypervolume"].is_monotonic_increasing
+    assert hist["hypervolume"].iloc[-1] == pytest.approx(hypervolume(df[names], dirs, ref))
+    assert hist["hypervolume"].iloc[3] == hist["hypervolume"].iloc[2]  # trial 3 is dominated
+
+
+def test_dominates() -> None:
+    dirs = ["maximize", "minimize"]
+    assert dominates([0.9, 10], [0.8, 10], dirs)
+    assert not dominates([0.9, 10], [0.9, 10], dirs)
+    assert not dominates([0.9, 20], [0.8, 10], dirs)
+
+
+# ------------------------------------------------------------------------------ real storage
+
+
+def test_trials_frame_reads_contract_without_writing(tmp_path: Path) -> None:
+    url, _ = make_study(tmp_path)
+    db = tmp_path / "study.db"
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
+    df = trials_frame(open_study("unit", url))
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == before
+    assert {"accuracy", "mmacs", "latency_ms", "arch", "arch_id", "groups", "channels", "repeats", "shuffle",
+            "kernel", "stem", "latency_backend", "device", "fail_reason", "reference_preset", "state",
+            "time_train_s", "duration_s"} <= set(df.columns)
+    assert df.attrs["units"]["mmacs"] == "MMACs" and df.attrs["units"]["latency_ms"] == "ms"
+    assert set(df["state"]) == {"COMPLETE", "PRUNED", "FAIL"}
+    pruned = df[df["state"] == "PRUNED"]
+    assert (pruned["mmacs"] > 150).all() and pruned["fail_reason"].str.startswith("over budget").all()
+    assert df["reference_preset"].notna().sum() == 2
+    info = pareto_info(df)
+    assert info.knee in set(info.front["number"])
+    assert info.ref_point[:2] == [0.0, 150.0] and info.hypervolume > 0
+    assert info.history["hypervolume"].iloc[-1] == pytest.approx(info.hypervolume)
+
+
+def test_open_study_errors(tmp_path: Path) -> None:
+    from nas.common import UserError
+
+    url, _ = make_study(tmp_path)
+    with pytest.raises(UserError, match="studies there: unit"):
+        open_study("nope", url)
+    with pytest.raises(UserError, match="no such file"):
+        open_study("unit", f"sqlite:///{tmp_path / 'missing.db'}")
+    assert not (tmp_path / "missing.db").exists()  # reading never creates a database
+    bad = tmp_path / "bad.db"
+    bad.write_bytes(b"not a database" * 10)
+    with pytest.raises(UserError, match="bad.db"):
+        open_study("unit", f"sqlite:///{bad}")
+
+
+def test_cli_pareto_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url, _ = make_study(tmp_path)
+    csv, png, html, hv = (tmp_path / f for f in ("front.csv", "front.png", "front.html", "hv.png"))
+    rc = main(["pareto", "unit", "--storage", url, "--objectives", "accuracy,mmacs", "--csv", str(csv),
+               "--plot", str(png), "--hv-plot", str(hv)])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "MMACs" in out and "knee" in out and "hypervolume" in out
+    assert "shufflenet_v1_g3_x0_5" in out  # presets listed for comparison
+    front = pd.read_csv(csv)
+    assert front["knee"].sum() == 1 and {"accuracy", "mmacs", "arch"} <= set(front.columns)
+    assert png.stat().st_size > 10_000 and hv.stat().st_size > 5_000
+    assert main(["pareto", "unit", "--storage", url, "--plot", str(html), "--json"]) == 0  # 3-D HTML
+    data = json.loads(capsys.readouterr().out)
+    assert data["objectives"] == ["accuracy", "mmacs", "latency_ms"] and data["knee"] is not None
+    assert html.stat().st_size > 1_000_000  # plotly.js embedded: opens without internet
+    assert main(["pareto", "unit", "--storage", url, "--plot", str(tmp_path / "f3.png")]) == 0  # 3-D PNG
+    assert (tmp_path / "f3.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["pareto", "nope"], "studies there: unit"),
+        (["pareto", "unit", "--objectives", "accuracy,bogus"], "unknown objective(s) ['bogus']"),
+        (["pareto", "unit", "--plot", "x.svg"], "must end in .png or .html"),
+    ],
+)
+def test_cli_pareto_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str],
+                              message: str) -> None:
+    url, _ = make_study(tmp_path, n=4)
+    assert main([*argv, "--storage", url]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_unknown_study_subprocess(tmp_path: Path) -> None:
+    """The installed entry point: one line on stderr, exit 2, no traceback, no file created."""
+    r = subprocess.run([sys.executable, "-m", "nas", "pareto", "nope", "--storage", f"sqlite:///{tmp_path}/x.db"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x.db").exists()
