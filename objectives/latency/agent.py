@@ -873,9 +873,13 @@ def serve(host: str, port: int, token: str | None, max_bytes: int = DEFAULT_MAX_
         sys.stderr.write("shufflenas agent: shutting down\n")
     finally:
         server.server_close()
+        if threading.current_thread() is threading.main_thread():
+            # a late SIGTERM during interpreter exit must not raise into atexit callbacks
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _raise_keyboard_interrupt(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one shutdown is enough
     raise KeyboardInterrupt
 
 
