@@ -20,25 +20,14 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from objectives.scores import dominates
+
 if TYPE_CHECKING:
     import optuna
 
 DIRECTIONS = ("maximize", "minimize")
 #: objective values known before training, read from trial user attrs of the same name
 STATIC_OBJECTIVES = ("mmacs", "latency_ms", "params")
-
-
-def _dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str]) -> bool:
-    """`a` no worse than `b` everywhere and strictly better somewhere (equal vectors do not dominate)."""
-    strictly = False
-    for x, y, d in zip(a, b, directions, strict=True):
-        if d == "minimize":
-            x, y = -x, -y
-        if x < y:
-            return False
-        if x > y:
-            strictly = True
-    return strictly
 
 
 class DominanceStopper:
@@ -77,7 +66,7 @@ class DominanceStopper:
         for i, h in enumerate(history):
             if len(h) != n:
                 raise ValueError(f"DominanceStopper: history[{i}] must have {n} entries, got {len(h)}: {list(h)}")
-            if all(math.isfinite(x) for x in h) and _dominates(h, values, self.directions):
+            if all(math.isfinite(x) for x in h) and dominates(h, values, self.directions):
                 count += 1
         return count
 

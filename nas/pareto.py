@@ -20,12 +20,13 @@ and for any number of objectives, and does not depend on which extreme points ex
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from objectives.scores import dominates as dominates  # re-exported: one dominance rule everywhere
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -242,17 +243,3 @@ def pareto_info(
         budget=budget,
         backend=df.attrs.get("backend"),
     )
-
-
-def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str]) -> bool:
-    """True when `a` is at least as good as `b` everywhere and better somewhere."""
-    ge = le_any = False
-    for x, y, d in zip(a, b, _maximise(directions), strict=False):
-        if any(math.isnan(v) for v in (x, y)):
-            return False
-        better, worse = (x > y, x < y) if d else (x < y, x > y)
-        if worse:
-            return False
-        le_any = le_any or better
-        ge = True
-    return ge and le_any

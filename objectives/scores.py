@@ -105,6 +105,8 @@ def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str])
     bad = [d for d in directions if d not in DIRECTIONS]
     if bad:
         raise ValueError(f"dominates: directions must be 'maximize' or 'minimize', got {bad}")
+    if any(math.isnan(v) for v in (*a, *b)):
+        return False  # an unmeasured objective never dominates nor is dominated
     strictly = False
     for x, y, d in zip(a, b, directions, strict=True):
         if d == "minimize":
