@@ -1,0 +1,272 @@
+"""One trial's evaluation, shared by the Optuna and the Ray backends.
+
+Order matters and is cheapest-first: the analytic MACs gate (microseconds) runs before
+anything is built, so an over-budget candidate is never built, measured or trained; then
+latency (cache first), optional zero-cost scores, then proxy training with per-epoch
+reports so a backend can stop a hopeless candidate early.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from nas.experiment import Experiment
+    from search_spaces import Arch
+
+AttrSink = Callable[[str, Any], None]
+
+
+class Reporter(Protocol):
+    def report(self, epoch: int, accuracy: float, partial_values: dict[str, float]) -> bool:
+        """Called after each proxy epoch; True stops (prunes) the trial."""
+        ...
+
+
+class OverBudget(Exception):
+    """The candidate violates the budget; it was not trained. `constraint` as for Optuna (<= 0 feasible)."""
+
+    def __init__(self, reason: str, attrs: dict[str, Any], constraint: list[float]) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.attrs = attrs
+        self.constraint = constraint
+
+
+class TrialTimeout(RuntimeError):
+    """The trial ran past search.trial_timeout_s."""
+
+
+@dataclass
+class EvalResult:
+    values: dict[str, float]  # objective name -> value (only the experiment's objectives)
+    attrs: dict[str, Any]  # study-contract user attrs
+    constraint: list[float] = field(default_factory=list)
+    stopped_epoch: int | None = None  # set when the reporter stopped training
+
+    def ordered(self, objectives: list[str]) -> list[float]:
+        return [self.values[o] for o in objectives]
+
+
+def constraint_values(exp: Experiment, mmacs: float, latency_ms: float | None = None) -> list[float]:
+    """Fixed-length constraint vector: [mmacs - max, min - mmacs, latency - max_latency]."""
+    b = exp.budget
+    return [
+        mmacs - b.max_mmacs,
+        (b.min_mmacs - mmacs) if b.min_mmacs is not None else 0.0,
+        (latency_ms - b.max_latency_ms) if (b.max_latency_ms is not None and latency_ms is not None) else 0.0,
+    ]
+
+
+@functools.lru_cache(maxsize=4)
+def _dataset(name: str, root: str | None, train_size: int | None, val_size: int | None, resolution: int | None,
+             seed: int, download: bool) -> Any:
+    from objectives.data import load_dataset
+
+    return load_dataset(name, root=root, train_size=train_size, val_size=val_size, resolution=resolution,
+                        seed=seed, download=download)
+
+
+def proxy_data(exp: Experiment) -> Any:
+    """The proxy dataset, loaded once per process."""
+    d = exp.data
+    root = str(Path(d.root).expanduser()) if d.root else None
+    return _dataset(d.name, root, d.train_size, d.val_size, d.resolution, d.seed, d.download)
+
+
+@functools.lru_cache(maxsize=4)
+def _backend_cached(lat_json: str) -> Any:
+    from nas.experiment import LatencyConfig
+
+    return make_latency_backend(LatencyConfig.model_validate_json(lat_json))
+
+
+def make_latency_backend(lat: Any) -> Any:
+    """The latency backend named by an experiment's `latency` section (None for 'none')."""
+    if lat.backend == "none":
+        return None
+    from objectives.latency import api
+    from objectives.latency.base import MeasureConfig
+
+    opts: dict[str, Any] = {"threads": lat.threads}
+    if lat.backend in ("torch", "onnxruntime", "remote"):
+        opts["config"] = MeasureConfig(warmup=lat.warmup, min_repeats=lat.repeats, min_time_s=lat.min_time_s)
+    if lat.backend == "remote":
+        opts.update(url=lat.device, token_file=lat.token_file)
+    if lat.backend == "lut":
+        opts.update(table=lat.table)
+    return api.get_backend(lat.backend, **opts)
+
+
+def latency_cache(exp: Experiment, run_dir: Path) -> Any:
+    if exp.latency.backend == "none":
+        return None
+    from objectives.latency import api
+
+    path = Path(exp.latency.cache).expanduser() if exp.latency.cache else run_dir / "latency_cache.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return _cache_for(str(path), api)
+
+
+@functools.lru_cache(maxsize=4)
+def _cache_for(path: str, api: Any) -> Any:
+    return api.LatencyCache(path)
+
+
+def evaluate(
+    arch: Arch,
+    experiment: Experiment,
+    reporter: Reporter | None = None,
+    *,
+    run_dir: str | Path | None = None,
+    on_attr: AttrSink | None = None,
+    deadline: float | None = None,
+) -> EvalResult:
+    """Score one deploy-shaped `arch`: MACs gate, latency, zero-cost, proxy training.
+
+    `on_attr(key, value)` receives each user attr as soon as it is known (so a crash or a
+    kill still leaves what was measured in the study). Raises `OverBudget` (not trained),
+    `TrialTimeout` past `deadline` (time.monotonic()), or whatever a phase raised.
+    """
+    from objectives.flops import analytic_macs, analytic_params
+
+    exp = experiment
+    rd = Path(run_dir) if run_dir is not None else exp.run_dir
+    attrs: dict[str, Any] = {}
+
+    def put(key: str, value: Any) -> None:
+        attrs[key] = value
+        if on_attr is not None:
+            on_attr(key, value)
+
+    def check_time(phase: str) -> None:
+        if deadline is not None and time.monotonic() > deadline:
+            raise TrialTimeout(f"trial time limit {exp.search.trial_timeout_s:g} s exceeded ({phase})")
+
+    t0 = time.perf_counter()
+    c, h, w = exp.deploy.shape
+    mmacs = analytic_macs(arch, (h, w)) / 1e6
+    params = analytic_params(arch)
+    put("arch", arch.to_json())
+    put("arch_id", arch.arch_id)
+    put("mmacs", mmacs)
+    put("params", params)
+    put("time_macs_s", time.perf_counter() - t0)
+    values: dict[str, float] = {"mmacs": mmacs, "params": float(params)}
+    b = exp.budget
+    if mmacs > b.max_mmacs or (b.min_mmacs is not None and mmacs < b.min_mmacs):
+        lo = f"{b.min_mmacs:g}" if b.min_mmacs is not None else "0"
+        reason = f"over budget: {mmacs:.2f} MMACs outside [{lo}, {b.max_mmacs:g}] MMACs at {exp.deploy.input}"
+        cons = constraint_values(exp, mmacs)
+        put("constraint", cons)
+        raise OverBudget(reason, attrs, cons)
+
+    # -- latency ------------------------------------------------------------------------
+    latency_ms: float | None = None
+    if exp.latency.backend != "none":
+        check_time("before latency")
+        t1 = time.perf_counter()
+        from objectives.latency import api
+
+        backend = _backend_cached(exp.latency.model_dump_json())
+        res = api.measure_latency(arch, (c, h, w), backend, cache=latency_cache(exp, rd))
+        latency_ms = float(res.median_ms)
+        put("latency_ms", latency_ms)
+        put("latency_p90_ms", float(res.p90_ms))
+        put("latency_spread", float(res.spread))
+        put("latency_n", int(res.n))
+        put("latency_backend", str(res.backend))
+        put("device", str(getattr(res, "device_label", "") or res.device))
+        put("device_fingerprint", str(res.device))
+        put("latency_cached", bool(getattr(res, "cached", False)))
+        put("time_latency_s", time.perf_counter() - t1)
+        values["latency_ms"] = latency_ms
+        if b.max_latency_ms is not None and latency_ms > b.max_latency_ms:
+            cons = constraint_values(exp, mmacs, latency_ms)
+            put("constraint", cons)
+            raise OverBudget(f"over budget: latency {latency_ms:.2f} ms > max_latency_ms {b.max_latency_ms:g}",
+                             attrs, cons)
+    else:
+        put("time_latency_s", 0.0)
+    cons = constraint_values(exp, mmacs, latency_ms)
+    put("constraint", cons)
+
+    def with_score(acc: float) -> dict[str, float]:
+        v = dict(values, accuracy=acc)
+        if exp.score is not None and latency_ms is not None:
+            from objectives.scores import scalarized
+
+            v["score"] = float(scalarized(acc, latency_ms, exp.score.target_ms, exp.score.w))
+        return v
+
+    stopped: int | None = None
+    if exp.zero_cost or exp.needs_training:
+        from search_spaces import build_model
+
+        data = proxy_data(exp)
+        proxy = arch.with_io(in_channels=data.in_channels, num_classes=data.num_classes,
+                             small_input=data.resolution <= 64)
+        from objectives.accuracy import seed_everything
+
+        seed_everything(exp.train.seed)
+        model = build_model(proxy)
+        if exp.zero_cost:
+            check_time("before zero-cost")
+            t2 = time.perf_counter()
+            from objectives.zero_cost import zero_cost_scores
+
+            x, y = data.train.tensors[0][:64], data.train.tensors[1][:64]
+            put("zero_cost", {k: float(v) for k, v in zero_cost_scores(model, x, y, seed=exp.train.seed).items()})
+            put("time_zero_cost_s", time.perf_counter() - t2)
+            seed_everything(exp.train.seed)
+            model = build_model(proxy)  # zero-cost proxies may touch weights; train from a fresh init
+        if not exp.needs_training:
+            put("time_train_s", 0.0)
+        else:
+            check_time("before training")
+            from objectives.accuracy import train_proxy
+
+            t3 = time.perf_counter()
+
+            def report(epoch: int, acc: float) -> bool:
+                nonlocal stopped
+                put(f"acc_epoch_{epoch}", float(acc))
+                check_time(f"epoch {epoch}")
+                if reporter is not None and reporter.report(epoch, float(acc), with_score(float(acc))):
+                    stopped = epoch
+                    return True
+                return False
+
+            tr = train_proxy(model, data, exp.train.to_train_config(), report)
+            acc = float(tr.accuracy)
+            if not math.isfinite(acc):
+                raise RuntimeError(f"proxy accuracy is not finite ({acc})")
+            put("accuracy", acc)
+            put("best_accuracy", float(tr.best_accuracy))
+            put("epochs_run", int(tr.epochs_run))
+            put("acc_history", [float(a) for _, a in tr.history])
+            put("time_train_s", time.perf_counter() - t3)
+            put("images_per_second", float(tr.images_per_second))
+            values = with_score(acc)
+            if stopped is not None:
+                put("stopped_epoch", stopped)
+            if exp.keep_weights and stopped is None:
+                from safetensors.torch import save_file
+
+                wdir = rd / "weights"
+                wdir.mkdir(parents=True, exist_ok=True)
+                state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+                save_file(state, str(wdir / f"{arch.arch_id}.safetensors"),
+                          metadata={"arch": proxy.to_json(), "deploy_arch_id": arch.arch_id})
+                put("weights", str(wdir / f"{arch.arch_id}.safetensors"))
+    else:
+        put("time_train_s", 0.0)
+    put("time_eval_s", time.perf_counter() - t0)
+    return EvalResult(values={k: values[k] for k in exp.objectives if k in values}, attrs=attrs,
+                      constraint=cons, stopped_epoch=stopped)

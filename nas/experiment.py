@@ -1,0 +1,478 @@
+"""Experiment files: one YAML, validated by pydantic, errors as one line naming file, key and rule.
+
+An experiment says what to search (space bounds), for what (deploy input, budget,
+objectives), how to score a candidate (proxy data, training, latency backend) and how to
+run the search (backend, sampler, trials, storage). CLI flags are applied to the raw YAML
+mapping *before* validation, so a bad flag gets the same one-line error as a bad file.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from nas.common import UserError
+
+OBJECTIVE_NAMES = ("accuracy", "mmacs", "latency_ms", "params", "score")
+SAMPLERS = ("tpe", "nsga2", "nsga3", "random")
+LATENCY_BACKENDS = ("torch", "onnxruntime", "remote", "lut", "none")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+class ExperimentError(UserError):
+    """A bad experiment file or override: one line, exit code 2."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SpaceConfig(_Strict):
+    """Bounds of the search space (deploy channels/classes come from `deploy`)."""
+
+    name: str = "shufflenet_v1"
+    groups: list[int] = [1, 2, 3, 4, 8]
+    per_stage_groups: bool = False
+    widths: list[float] = [0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0]
+    repeats: list[list[int]] = [[2, 6], [4, 10], [2, 6]]
+    placements: list[str] = ["before_dw"]
+    kernels: list[int] = [3]
+    bottleneck_ratios: list[float] = [0.25]
+
+
+class DeployConfig(_Strict):
+    """The input and classes that MACs, params, latency and the budget refer to."""
+
+    input: str = "3x224x224"
+    classes: int = Field(1000, ge=2, le=100_000)
+
+    @field_validator("input")
+    @classmethod
+    def _shape(cls, v: str) -> str:
+        from nas.common import parse_input
+
+        try:
+            parse_input(v)
+        except UserError:
+            raise ValueError(f"expected CxHxW such as 3x224x224, got {v!r}") from None
+        return v
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        from nas.common import parse_input
+
+        return parse_input(self.input)
+
+
+class BudgetConfig(_Strict):
+    max_mmacs: float = Field(gt=0)
+    min_mmacs: float | None = Field(None, ge=0)
+    max_latency_ms: float | None = Field(None, gt=0)
+
+
+class ScoreConfig(_Strict):
+    """MnasNet's scalarised score acc * (lat/T)^w."""
+
+    target_ms: float = Field(gt=0)
+    w: float = Field(-0.07, le=0, ge=-2)
+
+
+class DataConfig(_Strict):
+    name: str = "default"
+    root: str | None = None
+    train_size: int | None = Field(None, ge=1)
+    val_size: int | None = Field(None, ge=1)
+    resolution: int | None = Field(None, ge=8, le=1024)
+    seed: int = Field(0, ge=0)
+    download: bool = False
+
+
+class TrainSection(_Strict):
+    """Mirror of objectives.accuracy.TrainConfig (checked again by it)."""
+
+    epochs: int = Field(3, ge=1, le=1000)
+    batch_size: int = Field(128, ge=1)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    seed: int = Field(0, ge=0)
+    threads: int | None = Field(1, ge=1)
+    max_batches_per_epoch: int | None = Field(None, ge=1)
+    nesterov: bool = False
+
+    def to_train_config(self) -> Any:
+        from objectives.accuracy import TrainConfig
+
+        return TrainConfig(**self.model_dump())
+
+
+class LatencyConfig(_Strict):
+    backend: Literal["torch", "onnxruntime", "remote", "lut", "none"] = "onnxruntime"
+    threads: int = Field(1, ge=1, le=256)
+    device: str | None = None  # remote agent URL
+    token_file: str | None = None
+    table: str | None = None  # LUT file
+    min_time_s: float = Field(1.0, ge=0, le=600)
+    repeats: int = Field(20, ge=3)
+    warmup: int = Field(5, ge=0)
+    cache: str | None = None  # SQLite path; default <run_dir>/latency_cache.db
+
+    @model_validator(mode="after")
+    def _needs(self) -> LatencyConfig:
+        if self.backend == "remote" and not self.device:
+            raise ValueError("backend 'remote' needs device: http://HOST:PORT of a `shufflenas device serve` agent")
+        if self.backend == "lut" and not self.table:
+            raise ValueError("backend 'lut' needs table: a file written by `shufflenas lut build`")
+        return self
+
+
+class SearchConfig(_Strict):
+    backend: Literal["optuna", "ray"] = "optuna"
+    sampler: Literal["tpe", "nsga2", "nsga3", "random"] = "tpe"
+    n_trials: int = Field(20, ge=1, le=1_000_000)
+    timeout: float | None = Field(None, gt=0)
+    seed: int = Field(0, ge=0)
+    workers: int = Field(1, ge=1, le=256)
+    storage: str | None = None
+    study_name: str | None = None
+    run_dir: str | None = None
+    trial_timeout_s: float | None = Field(None, gt=0)
+    population_size: int | None = Field(None, ge=2)
+    heartbeat_interval: int = Field(10, ge=1)
+    grace_period: int | None = Field(None, ge=2)
+    max_retry: int = Field(2, ge=0)
+    max_failures: int | None = Field(None, ge=1)
+    ray_address: str | None = None
+
+    @field_validator("study_name")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        if v is not None and not _NAME.match(v):
+            raise ValueError(f"must be letters, digits, '_', '.', '-' (max 100), got {v!r}")
+        return v
+
+
+class EarlyStoppingConfig(_Strict):
+    enabled: bool = False
+    min_trials: int = Field(5, ge=1)
+    min_dominating: int = Field(3, ge=1)
+    min_epoch: int = Field(1, ge=1)
+
+
+class Experiment(_Strict):
+    name: str
+    description: str | None = None
+    space: SpaceConfig = SpaceConfig()
+    deploy: DeployConfig = DeployConfig()
+    budget: BudgetConfig
+    objectives: list[Literal["accuracy", "mmacs", "latency_ms", "params", "score"]] = ["accuracy", "mmacs"]
+    score: ScoreConfig | None = None
+    data: DataConfig = DataConfig()
+    train: TrainSection = TrainSection()
+    latency: LatencyConfig = LatencyConfig()
+    zero_cost: bool = False
+    keep_weights: bool = True
+    search: SearchConfig = SearchConfig()
+    early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
+    reference_presets: list[str] = []
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError(f"must be letters, digits, '_', '.', '-' (max 100), got {v!r}")
+        return v
+
+    @field_validator("objectives")
+    @classmethod
+    def _objectives(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError(f"needs at least one of {', '.join(OBJECTIVE_NAMES)}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"has duplicates: {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Experiment:
+        if "score" in self.objectives and self.score is None:
+            raise ValueError("objective 'score' needs a score: {target_ms: T, w: -0.07} section")
+        needs_latency = {"latency_ms", "score"} & set(self.objectives) or self.budget.max_latency_ms is not None
+        if needs_latency and self.latency.backend == "none":
+            raise ValueError("objectives latency_ms/score and budget.max_latency_ms need latency.backend other than none")
+        if self.budget.min_mmacs is not None and self.budget.min_mmacs >= self.budget.max_mmacs:
+            raise ValueError(
+                f"budget: min_mmacs < max_mmacs must hold, got ({self.budget.min_mmacs}, {self.budget.max_mmacs})"
+            )
+        try:
+            self.build_space()
+        except (ValueError, TypeError) as e:
+            raise ValueError(str(e)) from None
+        return self
+
+    # -- derived -----------------------------------------------------------------------------
+    @property
+    def study_name(self) -> str:
+        return self.search.study_name or self.name
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.search.run_dir) if self.search.run_dir else Path("runs") / self.study_name
+
+    @property
+    def storage_url(self) -> str:
+        return self.search.storage or f"sqlite:///{self.run_dir / 'study.db'}"
+
+    @property
+    def needs_training(self) -> bool:
+        return bool({"accuracy", "score"} & set(self.objectives))
+
+    def build_space(self) -> Any:
+        from search_spaces import get_space
+
+        c, _, _ = self.deploy.shape
+        bounds = self.space.model_dump()
+        name = bounds.pop("name")
+        bounds["repeats"] = [tuple(r) for r in bounds["repeats"]]
+        return get_space(name, **bounds, in_channels=c, num_classes=self.deploy.classes, small_input=False)
+
+    def fits(self, arch: Any) -> bool:
+        """MACs budget at the deploy input (analytic, microseconds)."""
+        from objectives.flops import analytic_macs
+
+        mm = analytic_macs(arch, self.deploy.shape[1:]) / 1e6
+        lo = self.budget.min_mmacs or 0.0
+        return lo <= mm <= self.budget.max_mmacs
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.model_dump(mode="json")
+        d["deploy"] = {"input": list(self.deploy.shape), "classes": self.deploy.classes, "input_text": self.deploy.input}
+        return d
+
+    @classmethod
+    def from_stored(cls, d: dict[str, Any]) -> Experiment:
+        """Inverse of `to_dict` (the study's "experiment" user attr)."""
+        d = dict(d)
+        dep = dict(d.get("deploy", {}))
+        if isinstance(dep.get("input"), list):
+            dep["input"] = dep.pop("input_text", None) or "x".join(str(v) for v in dep["input"])
+        dep.pop("input_text", None)
+        d["deploy"] = dep
+        return cls.model_validate(d)
+
+
+# ------------------------------------------------------------------------------------ loading
+
+def _rule(err: dict[str, Any]) -> str:
+    """A pydantic error as 'the rule, got the value'."""
+    t, ctx, val = err["type"], err.get("ctx") or {}, err.get("input")
+    got = f", got {val!r}" if t not in ("missing", "extra_forbidden") else ""
+    if t == "literal_error":
+        expected = ctx.get("expected", "")
+        choices = [c.strip().strip("'") for c in re.split(r",| or ", expected) if c.strip()]
+        return f"must be one of {', '.join(choices)}{got}"
+    if t == "missing":
+        return "is required"
+    if t == "extra_forbidden":
+        return "is not a known key (check the spelling; see experiments/quickstart.yaml)"
+    if t in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        op = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}[t]
+        bound = ctx.get({"greater_than": "gt", "greater_than_equal": "ge", "less_than": "lt",
+                         "less_than_equal": "le"}[t])
+        return f"must be {op} {bound}{got}"
+    if t.startswith("int_"):
+        return f"must be an integer{got}"
+    if t.startswith("float_"):
+        return f"must be a number{got}"
+    if t.startswith("bool_"):
+        return f"must be true or false{got}"
+    if t.startswith("string_"):
+        return f"must be a string{got}"
+    if t in ("list_type", "model_type", "dict_type", "model_attributes_type"):
+        kind = "a list" if t == "list_type" else "a mapping"
+        return f"must be {kind}{got}"
+    if t == "value_error":
+        msg = str(err.get("msg", "")).removeprefix("Value error, ")
+        return msg
+    return f"{err.get('msg', t)}{got}"
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif str(part).startswith("literal[") or str(part) in ("function-after[_shape(), str]",):
+            continue
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _format_validation(source: str, e: ValidationError) -> str:
+    err = e.errors(include_url=False)[0]
+    loc = _loc(tuple(err.get("loc", ())))
+    where = f"{source}: {loc}: " if loc else f"{source}: "
+    return (where + _rule(err)).replace("\n", " ")
+
+
+def _set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    cur = d
+    for p in parts[:-1]:
+        nxt = cur.get(p)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            cur[p] = nxt
+        cur = nxt
+    cur[parts[-1]] = value
+
+
+def validate_experiment(raw: Any, source: str, overrides: dict[str, Any] | None = None) -> Experiment:
+    if not isinstance(raw, dict):
+        kind = "empty" if raw is None else type(raw).__name__
+        raise ExperimentError(f"{source}: top level must be a mapping of keys (name, budget, ...), got {kind}")
+    raw = dict(raw)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(raw, key, value)
+    try:
+        exp = Experiment.model_validate(raw)
+    except ValidationError as e:
+        raise ExperimentError(_format_validation(source, e)) from None
+    check_feasible(exp, source)
+    return exp
+
+
+def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -> Experiment:
+    """Read, override (dotted keys such as "search.n_trials") and validate an experiment file."""
+    import yaml
+
+    source = str(path)
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise ExperimentError(f"{source}: no such file") from None
+    except IsADirectoryError:
+        raise ExperimentError(f"{source}: is a directory, expected a YAML file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ExperimentError(f"{source}: cannot read ({e.__class__.__name__}: {e})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ExperimentError(f"{source}: not valid YAML ({problem}{where})") from None
+    return validate_experiment(raw, source, overrides)
+
+
+def mmacs_range(exp: Experiment) -> tuple[float, float]:
+    """Smallest and largest MACs any architecture in the space can have (analytic)."""
+    from objectives.flops import analytic_macs
+    from search_spaces import make_arch
+
+    s = exp.space
+    c, h, w = exp.deploy.shape
+    n = len(s.repeats)
+    group_sets = itertools.product(s.groups, repeat=n) if s.per_stage_groups else ((g,) * n for g in s.groups)
+    lo, hi = float("inf"), 0.0
+    for gs in group_sets:
+        for width, reps, k, ratio in (
+            (min(s.widths), tuple(r[0] for r in s.repeats), min(s.kernels), min(s.bottleneck_ratios)),
+            (max(s.widths), tuple(r[1] for r in s.repeats), max(s.kernels), max(s.bottleneck_ratios)),
+        ):
+            try:
+                arch = make_arch(groups=gs, width=width, repeats=reps, kernel=k, bottleneck_ratio=ratio,
+                                 in_channels=c, num_classes=exp.deploy.classes)
+            except ValueError:
+                continue
+            mm = analytic_macs(arch, (h, w)) / 1e6
+            lo, hi = min(lo, mm), max(hi, mm)
+    return lo, hi
+
+
+def check_feasible(exp: Experiment, source: str) -> None:
+    """Refuse a budget that no architecture of the space can meet, and misplaced presets."""
+    lo, hi = mmacs_range(exp)
+    b = exp.budget
+    if lo > b.max_mmacs:
+        raise ExperimentError(
+            f"{source}: budget.max_mmacs: no architecture in the space fits: the smallest is {lo:.1f} MMACs at "
+            f"{exp.deploy.input}, got max_mmacs {b.max_mmacs:g} (raise it, or allow narrower widths/fewer repeats)"
+        )
+    if b.min_mmacs is not None and b.min_mmacs > hi:
+        raise ExperimentError(
+            f"{source}: budget.min_mmacs: no architecture in the space fits: the largest is {hi:.1f} MMACs, "
+            f"got min_mmacs {b.min_mmacs:g}"
+        )
+    if exp.reference_presets:
+        from search_spaces import PRESETS
+
+        for i, name in enumerate(exp.reference_presets):
+            if name not in PRESETS:
+                raise ExperimentError(f"{source}: reference_presets[{i}]: unknown preset {name!r} "
+                                      f"(form shufflenet_v1_g3_x0_5)")
+            try:
+                reference_params(exp, name)
+            except ValueError as e:
+                raise ExperimentError(f"{source}: reference_presets[{i}]: {e}") from None
+
+
+class _Replay:
+    def __init__(self, params: dict[str, Any]) -> None:
+        self.params = params
+
+    def suggest_categorical(self, name: str, choices: Any) -> Any:
+        return self.params[name]
+
+    def suggest_int(self, name: str, low: int, high: int) -> int:
+        return self.params[name]
+
+    def suggest_float(self, name: str, low: float, high: float) -> float:
+        return self.params[name]
+
+
+def reference_params(exp: Experiment, name: str) -> dict[str, Any]:
+    """Trial params that make the budget-aware sampler produce preset `name` (ValueError if impossible)."""
+    from objectives.flops import analytic_macs
+    from search_spaces import preset
+
+    space = exp.build_space()
+    c, h, w = exp.deploy.shape
+    arch = preset(name).with_io(in_channels=c, num_classes=exp.deploy.classes, small_input=False)
+    if not space.contains(arch):
+        raise ValueError(f"preset {name!r} is not in the search space (check space groups, widths, repeats)")
+    mm = analytic_macs(arch, (h, w)) / 1e6
+    if not exp.fits(arch):
+        raise ValueError(f"preset {name!r} is {mm:.1f} MMACs at {exp.deploy.input}, outside the budget "
+                         f"[{exp.budget.min_mmacs or 0:g}, {exp.budget.max_mmacs:g}] MMACs")
+    st = arch.stages
+    stages = [f"stage{i + 2}" for i in range(len(st))]
+    p: dict[str, Any] = {}
+    s = exp.space
+    if s.per_stage_groups:
+        p.update({f"groups_{n}": x.groups for n, x in zip(stages, st, strict=False) if len(s.groups) > 1})
+    elif len(s.groups) > 1:
+        p["groups"] = st[0].groups
+    for n, x, (lo, hi) in zip(stages, st, s.repeats, strict=False):
+        if lo != hi:
+            p[f"repeats_{n}"] = x.repeats
+    if len(s.placements) > 1:
+        p["shuffle"] = st[0].shuffle
+    if len(s.kernels) > 1:
+        p.update({f"kernel_{n}": x.kernel for n, x in zip(stages, st, strict=False)})
+    if len(s.bottleneck_ratios) > 1:
+        p["bottleneck_ratio"] = st[0].bottleneck_ratio
+    # width_q: the quantile that selects the preset's width among the widths that fit
+    for q in [(i + 0.5) / 64 for i in range(64)]:
+        p["width_q"] = q
+        if space.sample(_Replay(p), exp.fits) == arch:
+            return p
+    raise ValueError(f"preset {name!r} cannot be reproduced by the sampler")
