@@ -31,6 +31,7 @@ import optuna
 from optuna.trial import TrialState
 
 from nas.common import UserError
+from nas.early_stop import DominanceStopper, history_from_study
 from nas.evaluate import OverBudget, TrialTimeout, evaluate
 
 if TYPE_CHECKING:
@@ -270,54 +271,12 @@ def open_study(exp: Experiment, *, worker: int = 0, create: bool = True) -> optu
 
 # ---------------------------------------------------------------------------- one trial
 
-def _default_stopper(exp: Experiment) -> Any:
+def _default_stopper(exp: Experiment) -> DominanceStopper:
     es = exp.early_stopping
-    dirs = directions(exp.objectives)
-    try:
-        from nas.early_stop import DominanceStopper
-
-        return DominanceStopper(dirs, min_trials=es.min_trials, min_dominating=es.min_dominating)
-    except ImportError:
-        return _LocalDominanceStopper(dirs, es.min_trials, es.min_dominating)
-
-
-class _LocalDominanceStopper:
-    """Stop when >= min_dominating earlier trials dominated this one at the same epoch."""
-
-    def __init__(self, dirs: list[str], min_trials: int, min_dominating: int) -> None:
-        self.sign = [1.0 if d == "maximize" else -1.0 for d in dirs]
-        self.min_trials, self.min_dominating = min_trials, min_dominating
-
-    def should_stop(self, epoch: int, values: list[float], history: list[list[float]]) -> bool:
-        if len(history) < self.min_trials:
-            return False
-        mine = [s * v for s, v in zip(self.sign, values, strict=False)]
-
-        def dominates(other: list[float]) -> bool:
-            o = [s * v for s, v in zip(self.sign, other, strict=False)]
-            return all(a >= b for a, b in zip(o, mine, strict=False)) and any(a > b for a, b in zip(o, mine, strict=False))
-
-        return sum(dominates(h) for h in history) >= self.min_dominating
-
-
-def history_at_epoch(study: optuna.Study, epoch: int, objectives: list[str], exclude: int) -> list[list[float]]:
-    """Objective vectors of other trials at `epoch` (accuracy from their `acc_epoch_<k>` attr)."""
-    out = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)):
-        if t.number == exclude:
-            continue
-        ua = t.user_attrs
-        acc = ua.get(f"acc_epoch_{epoch}")
-        if acc is None:
-            continue
-        vec = dict(ua, accuracy=acc)
-        if "score" in objectives:
-            continue  # the score depends on accuracy; compare only complete vectors
-        try:
-            out.append([float(vec[o]) for o in objectives])
-        except (KeyError, TypeError, ValueError):
-            continue
-    return out
+    return DominanceStopper(
+        directions(exp.objectives), min_trials=es.min_trials, min_dominating=es.min_dominating,
+        grace_epochs=es.min_epoch,
+    )
 
 
 class _TrialReporter:
@@ -330,12 +289,7 @@ class _TrialReporter:
             return False
         names = list(self.exp.objectives)
         values = [partial_values[o] for o in names]
-        try:
-            from nas.early_stop import history_from_study
-
-            history = history_from_study(self.study, epoch, names, exclude_number=self.trial.number)
-        except ImportError:
-            history = history_at_epoch(self.study, epoch, names, self.trial.number)
+        history = history_from_study(self.study, epoch, names, exclude_number=self.trial.number)
         return bool(self.stopper.should_stop(epoch, values, history))
 
 
