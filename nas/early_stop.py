@@ -118,7 +118,8 @@ def vector_at(user_attrs: Mapping[str, Any], epoch: int, objective_names: Sequen
             v = user_attrs.get(name)
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 return None
-            out.append(float(v))
+            # the "params" user attr is a raw count; the objective is in millions (objectives.scores)
+            out.append(float(v) / 1e6 if name == "params" else float(v))
         elif name == "score":
             lat = user_attrs.get("latency_ms")
             if score is None or not isinstance(lat, (int, float)) or not lat > 0 or not math.isfinite(acc):

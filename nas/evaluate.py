@@ -158,7 +158,7 @@ def evaluate(
     put("mmacs", mmacs)
     put("params", params)
     put("time_macs_s", time.perf_counter() - t0)
-    values: dict[str, float] = {"mmacs": mmacs, "params": float(params)}
+    values: dict[str, float] = {"mmacs": mmacs, "params": params / 1e6}  # objective unit: Mparams
     b = exp.budget
     if mmacs > b.max_mmacs or (b.min_mmacs is not None and mmacs < b.min_mmacs):
         lo = f"{b.min_mmacs:g}" if b.min_mmacs is not None else "0"

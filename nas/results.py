@@ -15,26 +15,17 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from nas.common import UserError
+from objectives.scores import OBJECTIVES
 
 if TYPE_CHECKING:
     import optuna
     import pandas as pd
 
-#: name -> (unit shown on axes and headers, label). objectives.scores may refine the labels.
+#: name -> (unit shown on axes and headers, label), from the one table in objectives.scores.
 UNITS: dict[str, tuple[str, str]] = {
-    "accuracy": ("top-1", "top-1 accuracy"),
-    "mmacs": ("MMACs", "MMACs (MFLOPs as in the paper)"),
-    "latency_ms": ("ms", "latency (ms, median)"),
-    "params": ("params", "parameters"),
-    "score": ("", "score"),
+    o.name: (o.unit, o.label) for o in OBJECTIVES.values()
 }
-DIRECTIONS: dict[str, str] = {
-    "accuracy": "maximize",
-    "mmacs": "minimize",
-    "latency_ms": "minimize",
-    "params": "minimize",
-    "score": "maximize",
-}
+DIRECTIONS: dict[str, str] = {o.name: o.direction for o in OBJECTIVES.values()}
 #: per-trial user attrs copied into the frame as they are (study contract)
 TRIAL_ATTRS: tuple[str, ...] = (
     "arch_id", "mmacs", "params", "latency_ms", "latency_p90_ms", "latency_spread", "latency_n",

@@ -32,7 +32,7 @@ OBJECTIVES: dict[str, Objective] = {
     o.name: o
     for o in (
         Objective("accuracy", "maximize", "top-1", "Top-1 accuracy (fraction)"),
-        Objective("mmacs", "minimize", "MMACs", "MACs (millions)"),
+        Objective("mmacs", "minimize", "MMACs", "MMACs (MFLOPs as in the paper)"),
         Objective("latency_ms", "minimize", "ms", "Latency (ms, median)"),
         Objective("params", "minimize", "Mparams", "Parameters (millions)"),
         Objective("score", "maximize", "", "Scalarised score acc*(lat/T)^w"),
