@@ -36,8 +36,8 @@ def main() -> None:
     for n in names:
         arch = preset(n)
         model = build_model(arch)
-        t_an = best_of(lambda: analytic_macs(arch), 200)
-        t_pt = best_of(lambda: ptflops_macs(model, (3, 224, 224), "aten"), a.repeats)
+        t_an = best_of(lambda a=arch: analytic_macs(a), 200)
+        t_pt = best_of(lambda m=model: ptflops_macs(m, (3, 224, 224), "aten"), a.repeats)
         rows.append({"preset": n, "analytic_us": t_an * 1e6, "ptflops_ms": t_pt * 1e3, "ratio": t_pt / t_an})
         if not a.json:
             print(f"{n:26s} analytic {t_an * 1e6:8.1f} us   ptflops(aten) {t_pt * 1e3:8.1f} ms   {t_pt / t_an:10.0f}x")
