@@ -174,7 +174,7 @@ def make_arch(
     stem, chans = stage_channels(gs, width, n, bottleneck_ratio)
     stages = tuple(
         StageSpec(out_channels=c, repeats=r, groups=g, shuffle=p, kernel=k, bottleneck_ratio=bottleneck_ratio)
-        for c, r, g, p, k in zip(chans, repeats, gs, sh, ks)
+        for c, r, g, p, k in zip(chans, repeats, gs, sh, ks, strict=False)
     )
     return Arch(stem, stages, in_channels=in_channels, num_classes=num_classes, small_input=small_input).validate()
 

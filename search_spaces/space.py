@@ -98,7 +98,7 @@ class ShuffleNetV1Space:
             )
         else:
             groups = (self._cat(trial, "groups", self.groups),) * self.n_stages
-        repeats = tuple(self._int(trial, f"repeats_{s}", *rr) for s, rr in zip(stages, self.repeats))
+        repeats = tuple(self._int(trial, f"repeats_{s}", *rr) for s, rr in zip(stages, self.repeats, strict=False))
         shuffle = self._cat(trial, "shuffle", self.placements)
         kernels = tuple(self._cat(trial, f"kernel_{s}", self.kernels) for s in stages)
         ratio = self._cat(trial, "bottleneck_ratio", self.bottleneck_ratios)
@@ -137,7 +137,7 @@ class ShuffleNetV1Space:
         else:
             space["groups"] = tune.choice(list(self.groups))
         space["width"] = tune.choice(list(self.widths))
-        space.update({f"repeats_{s}": tune.randint(lo, hi + 1) for s, (lo, hi) in zip(stages, self.repeats)})
+        space.update({f"repeats_{s}": tune.randint(lo, hi + 1) for s, (lo, hi) in zip(stages, self.repeats, strict=False)})
         space["shuffle"] = tune.choice(list(self.placements))
         space.update({f"kernel_{s}": tune.choice(list(self.kernels)) for s in stages})
         space["bottleneck_ratio"] = tune.choice(list(self.bottleneck_ratios))
@@ -168,7 +168,7 @@ class ShuffleNetV1Space:
             return False
         if any(s.kernel not in self.kernels for s in st):
             return False
-        if any(not lo <= s.repeats <= hi for s, (lo, hi) in zip(st, self.repeats)):
+        if any(not lo <= s.repeats <= hi for s, (lo, hi) in zip(st, self.repeats, strict=False)):
             return False
         for w in self.widths:
             cand = make_arch(

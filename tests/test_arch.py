@@ -104,7 +104,7 @@ WIDE_SPACE = ShuffleNetV1Space(
 
 def test_analytic_macs_equal_hook_count_on_200_random_archs() -> None:
     rng = random.Random(0)
-    for i in range(200):
+    for _i in range(200):
         arch = WIDE_SPACE.sample(RandomTrial(rng))
         hw = rng.choice([(32, 32), (64, 48), (96, 96), (224, 224)])
         small = hw[0] <= 32 and rng.random() < 0.5

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
                 "output": [s.out_channels, *part.out_hw],
                 "mmacs": part.macs / 1e6,
             }
-            for s, part in zip(arch.stages, parts[1:-1])
+            for s, part in zip(arch.stages, parts[1:-1], strict=False)
         ],
         "stem_mmacs": parts[0].macs / 1e6,
         "head_mmacs": parts[-1].macs / 1e6,
