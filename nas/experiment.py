@@ -90,6 +90,15 @@ class DataConfig(_Strict):
     seed: int = Field(0, ge=0)
     download: bool = False
 
+    @field_validator("name")
+    @classmethod
+    def _known_dataset(cls, v: str) -> str:
+        from objectives.data import ALIASES, DATASETS
+
+        if v not in DATASETS and v not in ALIASES:
+            raise ValueError(f"unknown dataset {v!r}; known datasets: {', '.join([*DATASETS, *ALIASES])}")
+        return v
+
 
 class TrainSection(_Strict):
     """Mirror of objectives.accuracy.TrainConfig (checked again by it)."""

@@ -9,6 +9,7 @@ finishes what the original run asked for.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import logging
@@ -297,6 +298,16 @@ class _Surplus(Exception):
     pass
 
 
+@functools.cache
+def _warm_lazy_imports() -> None:
+    """Import what torch imports lazily on first use (the first optimizer pulls in dynamo and
+    sympy) before any alarm is armed: an alarm landing inside an import leaves a half-imported
+    module behind and breaks every later trial in this process."""
+    import torch
+
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1).step()
+
+
 @contextmanager
 def _alarm(seconds: float | None) -> Iterator[None]:
     """Hard per-trial time limit via SIGALRM (main thread on POSIX); otherwise cooperative only."""
@@ -308,6 +319,7 @@ def _alarm(seconds: float | None) -> Iterator[None]:
     def handler(signum: int, frame: Any) -> None:
         raise TrialTimeout(f"trial time limit {seconds:g} s exceeded")
 
+    _warm_lazy_imports()
     old = signal.signal(signal.SIGALRM, handler)
     signal.setitimer(signal.ITIMER_REAL, float(seconds))
     try:
@@ -555,7 +567,7 @@ def _worker_main(exp_json: str, worker: int, target: int, stop_at: float | None,
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(var, threads)
     logging.basicConfig(level=log_level, format=f"%(asctime)s worker{worker} %(levelname)s %(message)s")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures: our one log line each
     study = open_study(exp, worker=worker)
     try:
         run_loop(study, exp, target, stop_at=stop_at, callbacks=[log_trial])
@@ -616,7 +628,7 @@ def run_optuna_search(exp: Experiment, *, target: int | None = None, show_progre
     """Run (or continue) the study until `target` (default search.n_trials) trials are done."""
     from nas.progress import SearchProgress
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures: our one log line each
     target = target or exp.search.n_trials
     study = open_study(exp)  # creates it (and checks compatibility) before any worker starts
     study.set_user_attr("n_trials", target)

@@ -213,9 +213,13 @@ def pareto_info(
     if not objectives:
         raise ValueError("no objectives: the study records no metric names; pass objectives")
     known = dict(zip(all_obj, all_dir, strict=False))
-    unknown = [o for o in objectives if o not in df.columns or (o not in known and o not in DIRECTIONS)]
+    complete = df[df["state"] == "COMPLETE"] if "state" in df.columns else df
+    unknown = [
+        o for o in objectives
+        if o not in df.columns or (o not in known and o not in DIRECTIONS) or complete[o].notna().sum() == 0
+    ]
     if unknown:
-        choices = sorted({*all_obj, *(k for k in DIRECTIONS if k in df.columns)})
+        choices = sorted({*all_obj, *(k for k in DIRECTIONS if k in df.columns and complete[k].notna().any())})
         raise ValueError(f"unknown objective(s) {unknown}; this study has {choices}")
     if len(set(objectives)) != len(objectives):
         raise ValueError(f"objectives must not repeat, got {objectives}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 
 from nas.common import UserError, load_arch
 
@@ -46,12 +47,16 @@ def run(args: argparse.Namespace) -> int:
             epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
             schedule=args.schedule, label_smoothing=args.label_smoothing, seed=args.seed, threads=args.threads,
         )
+    except ValueError as e:  # "TrainConfig.lr must be ..." -> "argument --lr: must be ..."
+        m = re.match(r"TrainConfig\.(\w+) (.*)", str(e))
+        raise UserError(f"argument --{m[1].replace('_', '-')}: {m[2]}" if m else str(e)) from None
+    try:
         data = load_dataset(
             args.data, root=args.root, train_size=args.train_size, val_size=args.val_size,
             resolution=args.resolution, seed=args.seed, download=args.download,
         )
     except (DataError, ValueError) as e:
-        raise UserError(str(e)) from None
+        raise UserError(f"argument --data: {e}") from None
     proxy = arch.with_io(in_channels=data.in_channels, num_classes=data.num_classes, small_input=data.resolution <= 64)
     seed_everything(args.seed)
     model = build_model(proxy)
