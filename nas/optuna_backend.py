@@ -25,7 +25,6 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -34,6 +33,7 @@ from optuna.trial import TrialState
 from nas.common import UserError
 from nas.early_stop import DominanceStopper, history_from_study
 from nas.evaluate import OverBudget, TrialTimeout, evaluate
+from nas.results import sqlite_path
 
 if TYPE_CHECKING:
     from nas.experiment import Experiment
@@ -53,12 +53,6 @@ class SearchAborted(UserError):
 
 def _is_sqlite(url: str) -> bool:
     return url.startswith("sqlite:")
-
-
-def sqlite_path(url: str) -> Path | None:
-    if not url.startswith("sqlite:///"):
-        return None
-    return Path(url[len("sqlite:///"):])
 
 
 #: Optuna 5 renamed RDBStorage's failed_trial_callback to heartbeat_stale_trial_callback.
@@ -200,10 +194,6 @@ def _diff(a: Any, b: Any, path: str = "") -> list[str]:
             out += _diff(a.get(k), b.get(k), f"{path}.{k}" if path else k)
         return out
     return [] if a == b else [f"{path} {a!r} -> {b!r}"]
-
-
-def list_studies(storage: optuna.storages.BaseStorage) -> list[str]:
-    return sorted(s.study_name for s in storage.get_all_studies())
 
 
 def study_exists(storage: optuna.storages.BaseStorage, name: str) -> bool:
@@ -681,25 +671,3 @@ def eta_text(seconds: float | None) -> str:
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
-def default_storage(study: str, storage: str | None, run_dir: str | None) -> str:
-    if storage:
-        return storage
-    return f"sqlite:///{Path(run_dir) if run_dir else Path('runs') / study}/study.db"
-
-
-def load_existing(name: str, url: str) -> optuna.Study:
-    """Load a study by name without creating anything; one-line errors list what exists."""
-    path = sqlite_path(url)
-    if path is not None and not path.is_file():
-        raise UserError(f"no study storage at {path} (run `shufflenas search EXPERIMENT.yaml` first, "
-                        f"or pass --storage URL / --run-dir DIR)")
-    try:
-        storage = optuna.storages.RDBStorage(url, skip_table_creation=path is not None)
-    except Exception as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise UserError(f"--storage {redact(url)}: cannot open ({type(e).__name__}: {msg})") from None
-    if not study_exists(storage, name):
-        names = list_studies(storage)
-        listing = ", ".join(names) if names else "none"
-        raise UserError(f"study {name!r} not found in {redact(url)}; existing studies: {listing}")
-    return optuna.load_study(study_name=name, storage=storage)

@@ -35,9 +35,12 @@ TRIAL_ATTRS: tuple[str, ...] = (
 )
 
 
-def default_storage(study: str) -> str:
-    """`runs/<study>/study.db`, the search's default run directory."""
-    return f"sqlite:///runs/{study}/study.db"
+def default_storage(study: str, storage: str | None = None, run_dir: str | None = None) -> str:
+    """The storage URL a command should use: `--storage`, else `<run_dir>/study.db`
+    (run_dir defaults to the search's `runs/<study>`)."""
+    if storage:
+        return storage
+    return f"sqlite:///{Path(run_dir) if run_dir else Path('runs') / study}/study.db"
 
 
 def sqlite_path(storage: str) -> Path | None:
@@ -52,7 +55,7 @@ def sqlite_path(storage: str) -> Path | None:
     return Path(unquote(rest))
 
 
-def _storage(storage: str) -> optuna.storages.BaseStorage:
+def _storage(storage: str, read_only: bool = True) -> optuna.storages.BaseStorage:
     import optuna
 
     path = sqlite_path(storage)
@@ -67,9 +70,9 @@ def _storage(storage: str) -> optuna.storages.BaseStorage:
         if head and head != b"SQLite format 3\x00":
             raise UserError(f"--storage {storage}: {path} is not an SQLite database")
         # read-only URI: reading a study must never create or modify the file
-        ro = f"sqlite:///file:{path.resolve()}?mode=ro&uri=true"
+        url = f"sqlite:///file:{path.resolve()}?mode=ro&uri=true" if read_only else storage
         try:
-            return optuna.storages.RDBStorage(ro, skip_compatibility_check=True, skip_table_creation=True)
+            return optuna.storages.RDBStorage(url, skip_compatibility_check=read_only, skip_table_creation=True)
         except Exception as e:  # sqlalchemy/optuna raise many types for a damaged file
             raise UserError(f"--storage {storage}: cannot open {path} as an Optuna study database ({_short(e)})") from None
     if "://" not in storage:
@@ -85,19 +88,21 @@ def _short(e: BaseException) -> str:
     return f"{e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200]
 
 
-def open_study(name: str, storage: str | None = None) -> optuna.Study:
-    """Load an existing study; unknown names get one line listing the studies present."""
+def open_study(name: str, storage: str | None = None, *, read_only: bool = True) -> optuna.Study:
+    """Load an existing study, never creating one; unknown names get one line listing the
+    studies present. `read_only` (pareto, export, status) opens SQLite files read-only;
+    `resume` passes False to keep writing to it."""
     import optuna
 
     url = storage or default_storage(name)
-    st = _storage(url)
+    st = _storage(url, read_only)
     try:
         names = [s.study_name for s in st.get_all_studies()]
     except Exception as e:
         raise UserError(f"--storage {url}: cannot read studies ({_short(e)})") from None
     if name not in names:
         have = ", ".join(sorted(names)) or "none"
-        raise UserError(f"study {name!r} not found in {url}; studies there: {have}")
+        raise UserError(f"study {name!r} not found in {url}; existing studies: {have}")
     return optuna.load_study(study_name=name, storage=st)
 
 

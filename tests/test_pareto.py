@@ -192,7 +192,7 @@ def test_open_study_errors(tmp_path: Path) -> None:
     from nas.common import UserError
 
     url, _ = make_study(tmp_path)
-    with pytest.raises(UserError, match="studies there: unit"):
+    with pytest.raises(UserError, match="existing studies: unit"):
         open_study("nope", url)
     with pytest.raises(UserError, match="no such file"):
         open_study("unit", f"sqlite:///{tmp_path / 'missing.db'}")
@@ -226,7 +226,7 @@ def test_cli_pareto_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["pareto", "nope"], "studies there: unit"),
+        (["pareto", "nope"], "existing studies: unit"),
         (["pareto", "unit", "--objectives", "accuracy,bogus"], "unknown objective(s) ['bogus']"),
         (["pareto", "unit", "--plot", "x.svg"], "must end in .png or .html"),
     ],

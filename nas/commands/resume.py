@@ -26,10 +26,10 @@ def run(args: argparse.Namespace) -> int:
     from nas.commands.search import run_experiment, setup_logging
     from nas.common import UserError, positive_int
     from nas.experiment import Experiment, ExperimentError, validate_experiment
-    from nas.optuna_backend import default_storage, load_existing
+    from nas.results import default_storage, open_study
 
     url = default_storage(args.study, args.storage, args.run_dir)
-    study = load_existing(args.study, url)
+    study = open_study(args.study, url, read_only=False)
     stored = study.user_attrs.get("experiment")
     if not isinstance(stored, dict):
         raise UserError(f"study {args.study!r} has no stored experiment (not created by shufflenas search)")

@@ -20,11 +20,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nas.optuna_backend import default_storage, eta_text, load_existing, redact, summarize
+    from nas.optuna_backend import eta_text, redact, summarize
     from nas.progress import describe_best
+    from nas.results import default_storage, open_study
 
     url = default_storage(args.study, args.storage, args.run_dir)
-    study = load_existing(args.study, url)
+    study = open_study(args.study, url)
     exp = study.user_attrs.get("experiment", {})
     workers = int(exp.get("search", {}).get("workers", 1) or 1)
     s = summarize(study, None, workers)
