@@ -266,3 +266,20 @@ def check_input_shape(shape: Any, where: str = "input_shape") -> tuple[int, int,
     ):
         raise ValueError(f"{where} must be (C, H, W) positive integers, got {shape!r}")
     return (int(shape[0]), int(shape[1]), int(shape[2]))
+
+
+class HostBackend:
+    """Shared set-up of the backends that measure on this host (torch, onnxruntime)."""
+
+    name = "host"
+
+    def __init__(self, threads: int = 1, config: MeasureConfig | None = None) -> None:
+        self.threads = check_threads(threads)
+        self.config = config or MeasureConfig()
+        check_clock(self.config, self.threads)
+        self._info: dict[str, Any] | None = None
+
+    def device_info(self) -> dict[str, Any]:
+        if self._info is None:  # read /proc and /sys once per backend
+            self._info = host_info()
+        return self._info

@@ -6,14 +6,12 @@ import time
 from typing import Any
 
 from .base import (
+    HostBackend,
     LatencyResult,
     MeasureConfig,
-    check_clock,
     check_input_shape,
-    check_threads,
     clock_runtime,
     device_label,
-    host_info,
 )
 from .base import measure_callable as _measure_callable
 
@@ -31,22 +29,14 @@ def make_session(onnx_bytes: bytes, threads: int = 1) -> Any:
     return ort.InferenceSession(onnx_bytes, sess_options=so, providers=["CPUExecutionProvider"])
 
 
-class OrtBackend:
+class OrtBackend(HostBackend):
     """Exports the model to ONNX in memory and times `session.run` on the CPU provider."""
 
     name = "onnxruntime"
 
     def __init__(self, threads: int = 1, config: MeasureConfig | None = None, *, dynamo: bool = False) -> None:
-        self.threads = check_threads(threads)
-        self.config = config or MeasureConfig()
-        check_clock(self.config, self.threads)
+        super().__init__(threads, config)
         self.dynamo = dynamo
-        self._info: dict[str, Any] | None = None
-
-    def device_info(self) -> dict[str, Any]:
-        if self._info is None:
-            self._info = host_info()
-        return self._info
 
     def runtime(self) -> dict[str, str]:
         import onnxruntime

@@ -6,33 +6,19 @@ import time
 from typing import Any
 
 from .base import (
+    HostBackend,
     LatencyResult,
-    MeasureConfig,
-    check_clock,
     check_input_shape,
-    check_threads,
     clock_runtime,
     device_label,
-    host_info,
 )
 from .base import measure_callable as _measure_callable
 
 
-class TorchBackend:
+class TorchBackend(HostBackend):
     """Times `model(x)` in eager mode; the global thread count is restored afterwards."""
 
     name = "torch"
-
-    def __init__(self, threads: int = 1, config: MeasureConfig | None = None) -> None:
-        self.threads = check_threads(threads)
-        self.config = config or MeasureConfig()
-        check_clock(self.config, self.threads)
-        self._info: dict[str, Any] | None = None
-
-    def device_info(self) -> dict[str, Any]:
-        if self._info is None:
-            self._info = host_info()
-        return self._info
 
     def runtime(self) -> dict[str, str]:
         import torch
