@@ -14,33 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import random
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-
-class RngTrial:
-    """A `TrialLike` driven by a seeded numpy RNG (uniform random search)."""
-
-    def __init__(self, rng: np.random.Generator) -> None:
-        self.rng = rng
-        self.params: dict[str, Any] = {}
-
-    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
-        self.params[name] = choices[int(self.rng.integers(len(choices)))]
-        return self.params[name]
-
-    def suggest_int(self, name: str, low: int, high: int) -> int:
-        self.params[name] = int(self.rng.integers(low, high + 1))
-        return self.params[name]
-
-    def suggest_float(self, name: str, low: float, high: float) -> float:
-        self.params[name] = float(self.rng.uniform(low, high))
-        return self.params[name]
 
 
 def _positive(text: str) -> int:
@@ -72,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     from objectives.data import load_dataset
     from objectives.flops import analytic_macs, analytic_params
     from objectives.zero_cost import PROXIES, arch_zero_cost, proxy_batch
-    from search_spaces import ShuffleNetV1Space, build_model
+    from search_spaces import RandomTrial, ShuffleNetV1Space, build_model
 
     torch.set_num_threads(args.threads)
     data = load_dataset("default", train_size=args.train_size, val_size=args.val_size,
@@ -89,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{data.in_channels}x{data.resolution}x{data.resolution}; {args.n} archs, {args.epochs} epoch(s), "
           f"zero-cost batch {args.batch}, {args.threads} thread(s)")
 
-    rng = np.random.default_rng(args.seed)
+    rng = random.Random(args.seed)
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
     t_all = time.perf_counter()
@@ -99,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     tries = 0
     while len(rows) < args.n and tries < 20 * args.n:
         tries += 1
-        arch = space.sample(RngTrial(rng))
+        arch = space.sample(RandomTrial(rng))
         if arch.arch_id in seen:
             continue
         seen.add(arch.arch_id)

@@ -6,12 +6,13 @@ from .arch import KERNELS, PLACEMENTS, Arch, StageSpec
 from .registry import get_space, list_spaces, register_space
 from .shuffle import channel_shuffle
 from .shufflenet_v1 import PRESETS, build_model, make_arch, preset, shufflenet_v1, stage_channels
-from .space import ShuffleNetV1Space
+from .space import RandomTrial, ShuffleNetV1Space
 
 __all__ = [
     "KERNELS",
     "PLACEMENTS",
     "PRESETS",
+    "RandomTrial",
     "Arch",
     "ShuffleNetV1Space",
     "StageSpec",

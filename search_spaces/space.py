@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
@@ -195,6 +196,23 @@ def _safe_fits(build: Callable[[float], Arch], w: float, fits: Callable[[Arch], 
         return fits(build(w))
     except ValueError:
         return False
+
+
+class RandomTrial:
+    """Uniform random choices through the define-by-run protocol (random search, LUTs,
+    benchmarks and tests, no Optuna needed)."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
+        return self.rng.choice(list(choices))
+
+    def suggest_int(self, name: str, low: int, high: int) -> int:
+        return self.rng.randint(low, high)
+
+    def suggest_float(self, name: str, low: float, high: float) -> float:
+        return self.rng.uniform(low, high)
 
 
 class _FixedTrial:

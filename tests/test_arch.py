@@ -15,6 +15,7 @@ from search_spaces import (
     PLACEMENTS,
     PRESETS,
     Arch,
+    RandomTrial,
     ShuffleNetV1Space,
     StageSpec,
     build_model,
@@ -76,20 +77,6 @@ def test_preset_macs_equal_hooks_and_ptflops(n: str) -> None:
     # ptflops' aten backend counts conv+linear like the paper; its default adds BN/ReLU/pool
     assert abs(ptflops_macs(model, (3, 224, 224), "aten") - macs) / macs < 1e-3
     assert ptflops_macs(model, (3, 224, 224), "pytorch") > macs
-
-
-class RandomTrial:
-    def __init__(self, rng: random.Random) -> None:
-        self.rng = rng
-
-    def suggest_categorical(self, name, choices):
-        return self.rng.choice(list(choices))
-
-    def suggest_int(self, name, low, high):
-        return self.rng.randint(low, high)
-
-    def suggest_float(self, name, low, high):
-        return self.rng.uniform(low, high)
 
 
 WIDE_SPACE = ShuffleNetV1Space(

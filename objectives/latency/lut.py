@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from search_spaces import RandomTrial
+
 from .base import LatencyResult, check_input_shape
 
 FORMAT = "shufflenas-lut/1"
@@ -158,22 +160,6 @@ def enumerate_parts(space: Any, input_shape: tuple[int, int, int], classes: int 
         for p in arch_parts(arch, shape):
             seen.setdefault(p.key, p)
     return list(seen.values())
-
-
-class RandomTrial:
-    """Uniform random choices through the space's define-by-run protocol (no Optuna needed)."""
-
-    def __init__(self, rng: random.Random) -> None:
-        self.rng = rng
-
-    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
-        return self.rng.choice(list(choices))
-
-    def suggest_int(self, name: str, low: int, high: int) -> int:
-        return self.rng.randint(low, high)
-
-    def suggest_float(self, name: str, low: float, high: float) -> float:
-        return self.rng.uniform(low, high)
 
 
 def random_archs(space: Any, n: int, seed: int = 0, in_channels: int | None = None, classes: int | None = None) -> list:
