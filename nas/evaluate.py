@@ -210,8 +210,8 @@ def evaluate(
         from search_spaces import build_model
 
         data = proxy_data(exp)
-        proxy = arch.with_io(in_channels=data.in_channels, num_classes=data.num_classes,
-                             small_input=data.resolution <= 64)
+        proxy = arch.for_proxy(in_channels=data.in_channels, num_classes=data.num_classes,
+                               resolution=data.resolution)
         from objectives.accuracy import seed_everything
 
         seed_everything(exp.train.seed)
@@ -224,8 +224,6 @@ def evaluate(
             x, y = data.train.tensors[0][:64], data.train.tensors[1][:64]
             put("zero_cost", {k: float(v) for k, v in zero_cost_scores(model, x, y, seed=exp.train.seed).items()})
             put("time_zero_cost_s", time.perf_counter() - t2)
-            seed_everything(exp.train.seed)
-            model = build_model(proxy)  # zero-cost proxies may touch weights; train from a fresh init
         if not exp.needs_training:
             put("time_train_s", 0.0)
         else:

@@ -309,7 +309,7 @@ def deploy_and_proxy(arch: Arch, experiment: dict[str, Any], weights: WeightsInf
     Deploy I/O comes from the experiment's "deploy" section. Proxy: the arch the evaluator
     stored in the weights' metadata when there are weights; else in_channels and classes
     from the weight shapes or the dataset, and the stride-1 stem for proxy resolutions of 64
-    and below (nas/evaluate.py's rule).
+    and below (`Arch.for_proxy`, the rule evaluate uses).
     """
     from search_spaces import Arch
 
@@ -317,8 +317,10 @@ def deploy_and_proxy(arch: Arch, experiment: dict[str, Any], weights: WeightsInf
     shape = dep.get("input") or [arch.in_channels, 224, 224]
     if isinstance(shape, str):
         shape = [int(v) for v in shape.split("x")]
-    c, h = int(shape[0]), int(shape[1])
-    deploy = arch.with_io(in_channels=c, num_classes=int(dep.get("classes", arch.num_classes)), small_input=h <= 32)
+    c = int(shape[0])
+    # keep the stem the search measured MACs and latency with (the recorded arch's)
+    deploy = arch.with_io(in_channels=c, num_classes=int(dep.get("classes", arch.num_classes)),
+                          small_input=arch.small_input)
     if weights is not None and weights.proxy_json:
         try:
             proxy = Arch.from_json(weights.proxy_json, source=f"{weights.path} metadata 'arch'")
@@ -333,7 +335,7 @@ def deploy_and_proxy(arch: Arch, experiment: dict[str, Any], weights: WeightsInf
         pk = int(weights.shapes["classifier.weight"][0])
     else:
         pc, pk = _dataset_io(data.get("name", "default"))
-    proxy = arch.with_io(in_channels=pc, num_classes=pk, small_input=proxy_input_hw(experiment) <= 64)
+    proxy = arch.for_proxy(in_channels=pc, num_classes=pk, resolution=proxy_input_hw(experiment))
     return deploy, proxy
 
 

@@ -12,6 +12,10 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+#: Proxy images at or below this side get the small-input stem (stride 1, no max-pool), so a
+#: 28-64 px proxy keeps enough resolution for three stride-2 stages.
+SMALL_INPUT_MAX = 64
+
 PLACEMENTS: tuple[str, ...] = ("before_dw", "after_dw", "after_pw2", "both", "none")
 KERNELS: tuple[int, ...] = (3, 5, 7)
 
@@ -105,6 +109,10 @@ class Arch:
     def with_io(self, *, in_channels: int, num_classes: int, small_input: bool) -> Arch:
         """The same body with a stem and head for another input (proxy vs deploy)."""
         return replace(self, in_channels=in_channels, num_classes=num_classes, small_input=small_input)
+
+    def for_proxy(self, *, in_channels: int, num_classes: int, resolution: int) -> Arch:
+        """The same body for proxy training at `resolution`: the one rule for the stem."""
+        return self.with_io(in_channels=in_channels, num_classes=num_classes, small_input=resolution <= SMALL_INPUT_MAX)
 
     # -- validation ------------------------------------------------------------------
     def validate(self) -> Arch:

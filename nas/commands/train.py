@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         )
     except (DataError, ValueError) as e:
         raise UserError(f"argument --data: {e}") from None
-    proxy = arch.with_io(in_channels=data.in_channels, num_classes=data.num_classes, small_input=data.resolution <= 64)
+    proxy = arch.for_proxy(in_channels=data.in_channels, num_classes=data.num_classes, resolution=data.resolution)
     seed_everything(args.seed)
     model = build_model(proxy)
     history: list[tuple[int, float]] = []
