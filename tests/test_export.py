@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -15,9 +16,6 @@ import torch
 from nas.cli import main
 from nas.export import load_module, render_model_source
 from search_spaces import ShuffleNetV1Space, build_model, preset
-
-sys.path.insert(0, str(Path(__file__).parent))
-from test_pareto import make_study  # noqa: E402 - shared study fixture (real SQLite storage)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -97,7 +95,7 @@ def _write_weights(tmp: Path, study_url: str, trial: int) -> torch.nn.Module:
     return model.eval()
 
 
-def test_cli_export_knee_with_weights_and_onnx(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_export_knee_with_weights_and_onnx(tmp_path: Path, make_study: Callable[..., tuple[str, list]], capsys: pytest.CaptureFixture[str]) -> None:
     import numpy as np
     import onnxruntime as ort
 
@@ -122,7 +120,7 @@ def test_cli_export_knee_with_weights_and_onnx(tmp_path: Path, capsys: pytest.Ca
     np.testing.assert_allclose(got, expect.numpy(), atol=1e-4, rtol=1e-4)
 
 
-def test_cli_export_picks_and_all_pareto(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_export_picks_and_all_pareto(tmp_path: Path, make_study: Callable[..., tuple[str, list]], capsys: pytest.CaptureFixture[str]) -> None:
     url, _ = make_study(tmp_path, n=8)
     assert main(["pareto", "unit", "--storage", url, "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
@@ -155,7 +153,7 @@ def test_cli_export_picks_and_all_pareto(tmp_path: Path, capsys: pytest.CaptureF
         (["--trial", "0", "--weights"], "no proxy weights for trial 0"),
     ],
 )
-def test_cli_export_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str],
+def test_cli_export_bad_input(tmp_path: Path, make_study: Callable[..., tuple[str, list]], capsys: pytest.CaptureFixture[str], args: list[str],
                               message: str) -> None:
     url, _ = make_study(tmp_path, n=4)
     assert main(["export", "unit", "--storage", url, *args, "--out", str(tmp_path / "o")]) == 2

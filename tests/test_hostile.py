@@ -86,11 +86,14 @@ class Case:
     files: dict[str, str | bytes] = field(default_factory=dict)
     db: str | None = None  # "study" (a copy of the tiny study) or "corrupt" (random bytes)
     skip: str | None = None
+    #: run as an unprivileged user (uid/gid 65534, "nobody") when the tests run as root, who reads any file
+    unprivileged: bool = False
     prepare: Callable[[Path], None] | None = None
 
 
 def _chmod000(d: Path) -> None:
     (d / "locked.yaml").chmod(0)
+    d.chmod(0o755)  # the folder stays searchable: only the file itself is unreadable
 
 
 CASES: list[Case] = [
@@ -139,7 +142,7 @@ CASES: list[Case] = [
     Case("directory_not_file", ["search", "adir"], ("adir",), prepare=lambda d: (d / "adir").mkdir()),
     Case("missing_file", ["search", "nope.yaml"], ("nope.yaml",)),
     Case("chmod_000", ["search", "locked.yaml"], ("locked.yaml",), {"locked.yaml": variant()}, prepare=_chmod000,
-         skip="root reads files whatever their mode" if hasattr(os, "geteuid") and os.geteuid() == 0 else None),
+         unprivileged=True),
     # -- CLI overrides ------------------------------------------------------------------------
     Case("flag_bad_sampler", ["search", "x.yaml", "--sampler", "cmaes"], ("sampler",), {"x.yaml": variant()}),
     Case("flag_trials_zero", ["search", "x.yaml", "--trials", "0"], ("n_trials", "--trials"), {"x.yaml": variant()}),
@@ -248,6 +251,10 @@ while jobs or running:
             os.chdir(job["cwd"])
             for fd, name in ((1, "stdout"), (2, "stderr")):
                 os.dup2(os.open(os.path.join(job["cwd"], "." + name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+            if job.get("unprivileged") and os.geteuid() == 0:  # drop root for good: as "nobody" would run it
+                os.setgroups([])
+                os.setgid(65534)
+                os.setuid(65534)
             sys.argv = ["shufflenas", *job["argv"]]
             try:
                 rc = nas.cli.main(job["argv"])
@@ -301,7 +308,7 @@ def results(tiny_study: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
         if case.skip:
             continue
         argv, db = _setup(case, base, tiny_study)
-        jobs.append({"id": case.id, "argv": argv, "cwd": str(base / case.id)})
+        jobs.append({"id": case.id, "argv": argv, "cwd": str(base / case.id), "unprivileged": case.unprivileged})
         meta[case.id] = (argv, db, sha(db) if db else None)
     ran = run_cases(jobs)
     return {cid: (*ran[cid], argv, before, sha(db) if db else None) for cid, (argv, db, before) in meta.items()}

@@ -320,15 +320,14 @@ def test_cli_remote_and_device_info(agent, capsys: pytest.CaptureFixture[str]) -
     assert info["fingerprint"] in out and "median" in out
 
 
+@pytest.mark.timeout(120)  # a hang (no timeout on connect) fails; no wall-clock assert on a busy box
 def test_unreachable_device_is_a_clear_error_after_retries(tiny) -> None:
     from objectives.latency.remote import DeviceUnreachable
 
     url = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
     b = get_backend("remote", url=url, retries=2, backoff=0.05, timeout=2, config=FAST)
-    t0 = time.perf_counter()
     with pytest.raises(DeviceUnreachable, match=r"unreachable after 3 attempt"):
         b.measure(tiny, SHAPE)
-    assert time.perf_counter() - t0 < 10
 
 
 def test_emulated_device_is_labelled_not_called_arm() -> None:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import subprocess
 import sys
-import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -25,75 +24,8 @@ from nas.pareto import (
     reference_point,
 )
 from nas.results import open_study, trials_frame
-from objectives.flops import analytic_macs, analytic_params
-from search_spaces import ShuffleNetV1Space, preset
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-EXPERIMENT = {
-    "name": "unit",
-    "budget": {"max_mmacs": 150.0, "min_mmacs": None, "max_latency_ms": None},
-    "deploy": {"input": [3, 224, 224], "classes": 1000},
-    "data": {"name": "default", "resolution": None},
-    "search": {"sampler": "tpe", "run_dir": None},
-    "reference_presets": ["shufflenet_v1_g3_x0_5", "shufflenet_v1_g8_x0_5"],
-}
-
-
-def make_study(tmp: Path, name: str = "unit", n: int = 14, seed: int = 0) -> tuple[str, list]:
-    """A real SQLite study written the way the search writes it (study contract).
-
-    Architectures are sampled from the real space; MACs and params are the analytic
-    counts; accuracy and latency are deterministic functions of the architecture (no
-    training in unit tests). Two paper presets are added as reference trials, plus one
-    over-budget PRUNED and one FAIL trial.
-    """
-    url = f"sqlite:///{tmp / 'study.db'}"
-    study = optuna.create_study(storage=url, study_name=name, directions=["maximize", "minimize", "minimize"])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names(["accuracy", "mmacs", "latency_ms"])
-    space = ShuffleNetV1Space(widths=(0.25, 0.5, 0.75, 1.0), repeats=((2, 4), (2, 6), (2, 4)),
-                              placements=("before_dw", "after_dw"), kernels=(3, 5))
-    study.set_user_attr("experiment", EXPERIMENT)
-    study.set_user_attr("space", space.to_dict())
-    study.set_user_attr("space_hash", space.space_hash())
-    study.set_user_attr("backend", "optuna")
-    study.set_user_attr("objectives", ["accuracy", "mmacs", "latency_ms"])
-    sampler_study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-    archs = []
-    for i in range(n):
-        t = sampler_study.ask()
-        arch = space.sample(t)
-        archs.append(arch)
-        mm = analytic_macs(arch) / 1e6
-        attrs = {"arch": arch.to_json(), "arch_id": arch.arch_id, "mmacs": mm, "params": analytic_params(arch),
-                 "latency_backend": "onnxruntime", "device": "test-cpu", "latency_n": 20, "time_train_s": 1.0}
-        if mm > EXPERIMENT["budget"]["max_mmacs"]:
-            study.add_trial(optuna.trial.create_trial(
-                state=optuna.trial.TrialState.PRUNED, params=t.params, distributions=t.distributions,
-                user_attrs={**attrs, "fail_reason": f"over budget: {mm:.1f} MMACs > 150"}))
-            continue
-        acc = round(1 - 0.5 * math.exp(-mm / 40) - 0.01 * (i % 3), 4)
-        lat = round(0.05 * mm + 0.3 * sum(s.repeats for s in arch.stages) + 0.1 * (i % 4), 3)
-        study.add_trial(optuna.trial.create_trial(
-            values=[acc, mm, lat], params=t.params, distributions=t.distributions,
-            user_attrs={**attrs, "accuracy": acc, "latency_ms": lat, "latency_p90_ms": lat * 1.1}))
-    for k, pname in enumerate(EXPERIMENT["reference_presets"]):
-        arch = preset(pname)
-        mm = analytic_macs(arch) / 1e6
-        study.add_trial(optuna.trial.create_trial(
-            values=[0.9 - 0.01 * k, mm, 0.05 * mm + 5],
-            user_attrs={"arch": arch.to_json(), "arch_id": arch.arch_id, "mmacs": mm, "reference_preset": pname}))
-    big = preset("shufflenet_v1_g3_x1_5")  # 292 MMACs: over budget, as the gate records it
-    study.add_trial(optuna.trial.create_trial(
-        state=optuna.trial.TrialState.PRUNED,
-        user_attrs={"arch": big.to_json(), "arch_id": big.arch_id, "mmacs": analytic_macs(big) / 1e6,
-                    "fail_reason": "over budget: 292.1 MMACs > 150"}))
-    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL,
-                                              user_attrs={"fail_reason": "TrainingDiverged: loss is nan"}))
-    return url, archs
-
 
 # ------------------------------------------------------------------------------ hand cases
 
@@ -168,7 +100,7 @@ def test_dominates() -> None:
 # ------------------------------------------------------------------------------ real storage
 
 
-def test_trials_frame_reads_contract_without_writing(tmp_path: Path) -> None:
+def test_trials_frame_reads_contract_without_writing(tmp_path: Path, make_study: Callable[..., tuple[str, list]]) -> None:
     url, _ = make_study(tmp_path)
     db = tmp_path / "study.db"
     before = hashlib.sha256(db.read_bytes()).hexdigest()
@@ -188,7 +120,7 @@ def test_trials_frame_reads_contract_without_writing(tmp_path: Path) -> None:
     assert info.history["hypervolume"].iloc[-1] == pytest.approx(info.hypervolume)
 
 
-def test_open_study_errors(tmp_path: Path) -> None:
+def test_open_study_errors(tmp_path: Path, make_study: Callable[..., tuple[str, list]]) -> None:
     from nas.common import UserError
 
     url, _ = make_study(tmp_path)
@@ -203,7 +135,7 @@ def test_open_study_errors(tmp_path: Path) -> None:
         open_study("unit", f"sqlite:///{bad}")
 
 
-def test_cli_pareto_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_pareto_outputs(tmp_path: Path, make_study: Callable[..., tuple[str, list]], capsys: pytest.CaptureFixture[str]) -> None:
     url, _ = make_study(tmp_path)
     csv, png, html, hv = (tmp_path / f for f in ("front.csv", "front.png", "front.html", "hv.png"))
     rc = main(["pareto", "unit", "--storage", url, "--objectives", "accuracy,mmacs", "--csv", str(csv),
@@ -231,7 +163,7 @@ def test_cli_pareto_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         (["pareto", "unit", "--plot", "x.svg"], "must end in .png or .html"),
     ],
 )
-def test_cli_pareto_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str],
+def test_cli_pareto_bad_input(tmp_path: Path, make_study: Callable[..., tuple[str, list]], capsys: pytest.CaptureFixture[str], argv: list[str],
                               message: str) -> None:
     url, _ = make_study(tmp_path, n=4)
     assert main([*argv, "--storage", url]) == 2

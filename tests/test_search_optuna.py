@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
-import subprocess
-import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -20,30 +20,12 @@ from nas.experiment import load_experiment
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def tiny_yaml(tmp_path: Path, name: str = "tiny", *, extra: str = "", latency: str = "none", n: int = 3,
-              epochs: int = 1, train_size: int = 200, widths: str = "[0.25, 0.5]") -> Path:
-    text = f"""\
-name: {name}
-deploy: {{input: 3x64x64, classes: 10}}
-space: {{groups: [2, 4], widths: {widths}, repeats: [[1, 1], [1, 2], [1, 1]]}}
-budget: {{max_mmacs: 3}}
-objectives: [accuracy, mmacs{', latency_ms' if latency != 'none' else ''}]
-data: {{name: default, train_size: {train_size}, val_size: 100}}
-train: {{epochs: {epochs}, batch_size: 50}}
-latency: {{backend: {latency}, min_time_s: 0.02, repeats: 3, warmup: 1}}
-search: {{n_trials: {n}, sampler: tpe, seed: 0, run_dir: {tmp_path / 'run'}}}
-{extra}"""
-    f = tmp_path / f"{name}.yaml"
-    f.write_text(text)
-    return f
-
-
 def load(tmp_path: Path, name: str = "tiny") -> optuna.Study:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
 
 
-def test_tiny_search_follows_the_study_contract(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    f = tiny_yaml(tmp_path, latency="torch", n=3)
+def test_tiny_search_follows_the_study_contract(tmp_path: Path, tiny_yaml: Callable[..., Path], capsys: pytest.CaptureFixture[str]) -> None:
+    f = tiny_yaml(latency="torch", n=3)
     assert main(["search", str(f), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "shufflenas pareto tiny --storage sqlite:///" in out and "--pick knee" in out
@@ -71,37 +53,24 @@ def test_tiny_search_follows_the_study_contract(tmp_path: Path, capsys: pytest.C
     assert '"COMPLETE": 3' in capsys.readouterr().out
 
 
-def test_over_budget_is_pruned_and_never_trained(tmp_path: Path) -> None:
+def test_over_budget_is_pruned_and_never_trained(tmp_path: Path, tiny_yaml: Callable[..., Path]) -> None:
     from nas.evaluate import OverBudget, evaluate
     from search_spaces import make_arch
 
-    exp = load_experiment(tiny_yaml(tmp_path))
+    exp = load_experiment(tiny_yaml())
     big = make_arch(groups=4, width=2.0, repeats=(1, 2, 1), num_classes=10)
     seen: dict[str, object] = {}
     with pytest.raises(OverBudget, match="over budget"):
         evaluate(big, exp, on_attr=seen.__setitem__)
     assert "accuracy" not in seen and "time_train_s" not in seen and seen["mmacs"] > 3
-    # in a study: a width that cannot fit is pruned with the reason, not trained
-    f = tiny_yaml(tmp_path, name="ob", widths="[2.0, 0.25]", n=2)
-    exp = load_experiment(f)
-    from nas.optuna_backend import open_study, run_loop
-
-    study = open_study(exp)
-    study.enqueue_trial({"groups": 4, "repeats_stage3": 2, "width_q": 0.99})
-    run_loop(study, exp, 2)
-    trials = study.get_trials()
-    over = [t for t in trials if str(t.user_attrs.get("fail_reason", "")).startswith("over budget")]
-    for t in over:
-        assert t.state == TrialState.PRUNED and "accuracy" not in t.user_attrs
-        assert not (tmp_path / "run" / "weights" / f"{t.user_attrs['arch_id']}.safetensors").exists()
-    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == 2
+    # in a real search: tests/test_budget_gate.py
 
 
-def test_crashed_trial_recorded_and_study_goes_on(tmp_path: Path) -> None:
+def test_crashed_trial_recorded_and_study_goes_on(tmp_path: Path, tiny_yaml: Callable[..., Path]) -> None:
     from nas.evaluate import evaluate
     from nas.optuna_backend import TrialObjective, run_optuna_search
 
-    exp = load_experiment(tiny_yaml(tmp_path, n=2))
+    exp = load_experiment(tiny_yaml(n=2))
     calls = []
 
     def flaky(arch, experiment, reporter=None, **kw):  # noqa: ANN001, ANN003, ANN202
@@ -116,10 +85,10 @@ def test_crashed_trial_recorded_and_study_goes_on(tmp_path: Path) -> None:
     assert failed[0].user_attrs["fail_reason"] == "RuntimeError: device unreachable (injected)"
 
 
-def test_early_stopped_trial_is_pruned_not_complete(tmp_path: Path) -> None:
+def test_early_stopped_trial_is_pruned_not_complete(tmp_path: Path, tiny_yaml: Callable[..., Path]) -> None:
     from nas.optuna_backend import TrialObjective, open_study, run_loop
 
-    exp = load_experiment(tiny_yaml(tmp_path, n=2, epochs=2, extra="early_stopping: {enabled: true}\n"))
+    exp = load_experiment(tiny_yaml(n=2, epochs=2, extra="early_stopping: {enabled: true}\n"))
     objective = TrialObjective(exp, 2)
 
     class StopAtFirstEpoch:
@@ -136,9 +105,9 @@ def test_early_stopped_trial_is_pruned_not_complete(tmp_path: Path) -> None:
         assert "acc_epoch_2" not in t.user_attrs and "weights" not in t.user_attrs
 
 
-def test_changed_space_or_experiment_refused_and_storage_untouched(tmp_path: Path,
+def test_changed_space_or_experiment_refused_and_storage_untouched(tmp_path: Path, tiny_yaml: Callable[..., Path],
                                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    f = tiny_yaml(tmp_path, n=1)
+    f = tiny_yaml(n=1)
     assert main(["search", str(f), "--no-progress"]) == 0
     db = tmp_path / "run" / "study.db"
     before = hashlib.sha256(db.read_bytes()).hexdigest()
@@ -163,8 +132,8 @@ def test_changed_space_or_experiment_refused_and_storage_untouched(tmp_path: Pat
 
 
 @pytest.mark.slow
-def test_two_workers_share_the_trial_count(tmp_path: Path) -> None:
-    f = tiny_yaml(tmp_path, n=4, extra="")
+def test_two_workers_share_the_trial_count(tmp_path: Path, tiny_yaml: Callable[..., Path]) -> None:
+    f = tiny_yaml(n=4, extra="")
     assert main(["search", str(f), "--workers", "2", "--no-progress"]) == 0
     trials = load(tmp_path).get_trials()
     assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == 4
@@ -172,37 +141,24 @@ def test_two_workers_share_the_trial_count(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_sigkill_worker_then_resume_completes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_sigkill_worker_then_resume_completes(tmp_path: Path, tiny_yaml: Callable[..., Path],
+                                              held_search: Callable[..., Any], wait_held: Callable[..., None]) -> None:
     n = 3
-    f = tiny_yaml(tmp_path, n=n, epochs=3, train_size=1500,
-                  extra="")
+    f = tiny_yaml(n=n, epochs=3, train_size=1500)
     f.write_text(f.read_text().replace("seed: 0,", "seed: 0, heartbeat_interval: 1, grace_period: 2,"))
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "nas", "search", str(f), "--no-progress"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    db = tmp_path / "run" / "study.db"
-    killed = None
-    deadline = time.time() + 120
+    proc, held = held_search(["search", str(f), "--no-progress"], after=1)  # 1 trial done, inside the 2nd
     try:
-        while time.time() < deadline and killed is None:
-            time.sleep(0.3)
-            if not db.exists():
-                continue
-            try:
-                trials = load(tmp_path).get_trials()
-            except Exception:  # study not created yet
-                continue
-            done = [t for t in trials if t.state == TrialState.COMPLETE]
-            running = [t for t in trials if t.state == TrialState.RUNNING and "arch" in t.user_attrs]
-            if done and running:
-                os.kill(proc.pid, signal.SIGKILL)
-                killed = running[0].number
-                completed_before = {t.number: t.values for t in done}
+        wait_held(held, proc)
+        trials = load(tmp_path).get_trials()
+        completed_before = {t.number: t.values for t in trials if t.state == TrialState.COMPLETE}
+        running = [t for t in trials if t.state == TrialState.RUNNING]
+        assert len(completed_before) == 1 and len(running) == 1 and "acc_epoch_1" in running[0].user_attrs
+        killed = running[0].number
+        os.killpg(proc.pid, signal.SIGKILL)
     finally:
         if proc.poll() is None:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    assert killed is not None, "never saw a RUNNING trial after a COMPLETE one"
     time.sleep(3)  # past the heartbeat grace period
     assert main(["resume", "tiny", "--run-dir", str(tmp_path / "run"), "--no-progress"]) == 0
     trials = {t.number: t for t in load(tmp_path).get_trials()}

@@ -1,4 +1,4 @@
-"""Zero-cost proxies: finite, deterministic, side-effect free, and fast at proxy resolution."""
+"""Zero-cost proxies: finite, deterministic and side-effect free (their speed: bench/zero_cost.py)."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def one_thread() -> Iterator[None]:
 
 
 @pytest.mark.parametrize("name,c", CASES)
-def test_proxies_finite_deterministic_and_fast(name: str, c: int) -> None:
+def test_proxies_finite_and_deterministic(name: str, c: int) -> None:
     arch = preset(name).with_io(in_channels=c, num_classes=10, small_input=True)
     x, y = _batch(c)
     model = _model(name, c)
@@ -65,8 +65,7 @@ def test_proxies_finite_deterministic_and_fast(name: str, c: int) -> None:
     assert first["synflow"] > 0 and first["grad_norm"] > 0
     assert zero_cost_scores(model, x, y) == first  # bit-identical on a second run
     assert arch_zero_cost(arch, x, y) == first  # same seed, same initialisation, same scores
-    for proxy, seconds in times.items():
-        assert seconds < 3.0, f"{proxy} took {seconds:.2f}s (target < 1 s)"
+    # speed is a goal measured by bench/zero_cost.py, not a wall-clock assert here (a busy box is no bug)
 
 
 def test_model_and_rng_untouched() -> None:
