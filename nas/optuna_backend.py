@@ -24,7 +24,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -580,6 +580,7 @@ class Summary:
     best: dict[str, float]
     eta_s: float | None
     median_trial_s: float | None
+    best_trial: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -599,16 +600,19 @@ def summarize(study: optuna.Study, target: int | None = None, workers: int = 1) 
     share = len(feasible) / len(judged) if judged else None
     names = study.metric_names or attrs.get("objectives") or []
     best: dict[str, float] = {}
+    best_trial: dict[str, int] = {}  # each objective's best comes from its own trial
     complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
     for i, (name, d) in enumerate(zip(names, study.directions, strict=False)):
-        vals = [t.values[i] for t in complete]
-        if vals:
-            best[name] = max(vals) if d == optuna.study.StudyDirection.MAXIMIZE else min(vals)
+        if complete:
+            sign = -1 if d == optuna.study.StudyDirection.MAXIMIZE else 1
+            top = min(complete, key=lambda t, i=i, sign=sign: (sign * t.values[i], t.number))
+            best[name], best_trial[name] = top.values[i], top.number
     durs = [t.duration.total_seconds() for t in trials if t.state in DONE_STATES and t.duration is not None]
     med = statistics.median(durs) if durs else None
     eta = med * max(0, target - done) / max(1, workers) if med is not None else None
     return Summary(study.study_name, redact(str(study._storage.url)) if hasattr(study._storage, "url") else "",
-                   exp.get("search", {}).get("run_dir") or "", target, counts, done, share, best, eta, med)
+                   exp.get("search", {}).get("run_dir") or "", target, counts, done, share, best, eta, med,
+                   best_trial)
 
 
 # ---------------------------------------------------------------------------- entry point

@@ -1,4 +1,5 @@
-"""Draw a `ParetoInfo`: 2-D/3-D Pareto plots (PNG via matplotlib, HTML via plotly) and
+"""Draw a `ParetoInfo`: Pareto plots (PNG via matplotlib: one 2-D panel per pair of objectives;
+HTML via plotly: 2-D, or a rotatable 3-D view for three objectives) and
 the hypervolume-over-trials curve. Nothing here computes a front or a volume.
 """
 
@@ -38,7 +39,7 @@ def plot_pareto(info: ParetoInfo, path: str | Path) -> Path:
         raise ValueError(f"--plot {path}: the file must end in .png or .html")
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".png":
-        (_png2d if n == 2 else _png3d)(info, path)
+        _png2d(info, path)  # 3 objectives: one 2-D panel per pair (the 3-D view is in the HTML)
     else:
         _html(info, path)
     return path
@@ -49,16 +50,40 @@ def _names(df) -> list[str]:  # noqa: ANN001 - DataFrame
 
 
 def _png2d(info: ParetoInfo, path: Path) -> None:
+    """One panel per pair of objectives (1 for 2 objectives, 3 for 3): every pair is readable."""
+    import itertools
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    x, y = info.objectives
-    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=110)
+    pairs = list(itertools.combinations(info.objectives, 2))
+    fig, axes = plt.subplots(1, len(pairs), figsize=(8 if len(pairs) == 1 else 5.2 * len(pairs), 5.5), dpi=110,
+                             squeeze=False)
+    for ax, (x, y) in zip(axes[0], pairs, strict=True):
+        _panel(ax, info, x, y, steps=len(info.objectives) == 2)
+    handles, names = axes[0][0].get_legend_handles_labels()
+    if len(pairs) == 1:
+        axes[0][0].legend(fontsize=8, loc="best")
+        axes[0][0].set_title(_title(info), fontsize=10)
+    else:  # one legend for all panels (budget lines differ per panel: each panel labels its own)
+        fig.legend(handles, names, fontsize=8, loc="lower center", ncol=min(len(names), 5))
+        fig.suptitle(_title(info) + "\nPareto front of all three objectives, seen pair by pair", fontsize=10)
+    fig.tight_layout(rect=(0, 0.07 if len(pairs) > 1 else 0, 1, 1))
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _panel(ax, info: ParetoInfo, x: str, y: str, *, steps: bool) -> None:  # noqa: ANN001 - matplotlib Axes
+    """Trials (grey), the front (blue; a staircase for 2 objectives, points when it is the projection of
+    a 3-objective front), knee (red ring), paper presets (orange stars) and budget lines."""
     ax.scatter(info.feasible[x], info.feasible[y], s=14, c="#b0b0b0", label="trials", zorder=1)
     f = info.front.sort_values(x)
-    ax.plot(f[x], f[y], "-o", c="#1f77b4", ms=5, lw=1.2, label="Pareto front", zorder=3, drawstyle="steps-post")
+    if steps:
+        ax.plot(f[x], f[y], "-o", c="#1f77b4", ms=5, lw=1.2, label="Pareto front", zorder=3, drawstyle="steps-post")
+    else:
+        ax.scatter(f[x], f[y], s=30, c="#1f77b4", label="Pareto front (3 objectives)", zorder=3)
     if info.knee is not None:
         k = info.front[info.front["number"] == info.knee].iloc[0]
         ax.scatter([k[x]], [k[y]], s=160, facecolors="none", edgecolors="#d62728", lw=2, zorder=4,
@@ -75,43 +100,7 @@ def _png2d(info: ParetoInfo, path: Path) -> None:
             line(info.budget[key], ls="--", c="#2ca02c", lw=1.2, label=f"budget {key}={info.budget[key]:g}")
     ax.set_xlabel(axis_label(info, x))
     ax.set_ylabel(axis_label(info, y))
-    ax.set_title(_title(info), fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def _png3d(info: ParetoInfo, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    x, y, z = info.objectives
-    fig = plt.figure(figsize=(8, 6.5), dpi=110)
-    ax = fig.add_subplot(projection="3d")
-    ax.scatter(info.feasible[x], info.feasible[y], info.feasible[z], s=10, c="#b0b0b0", label="trials")
-    ax.scatter(info.front[x], info.front[y], info.front[z], s=30, c="#1f77b4", label="Pareto front")
-    if info.knee is not None:
-        k = info.front[info.front["number"] == info.knee].iloc[0]
-        ax.scatter([k[x]], [k[y]], [k[z]], s=160, facecolors="none", edgecolors="#d62728", lw=2,
-                   label=f"knee (trial {info.knee})")
-    r = info.references
-    if len(r):
-        ax.scatter(r[x], r[y], r[z], marker="*", s=120, c="#ff7f0e", label="paper presets")
-        for name, a, b, c in zip(_names(r), r[x], r[y], r[z], strict=False):
-            ax.text(a, b, c, name.replace("shufflenet_v1_", ""), fontsize=7, color="#a04000")
-    ax.set_xlabel(axis_label(info, x))
-    ax.set_ylabel(axis_label(info, y))
-    ax.set_zlabel(axis_label(info, z))
-    budgets = [f"{k}={info.budget[k]:g}" for o in info.objectives if (k := BUDGET_KEYS.get(o)) in info.budget]
-    ax.set_title(_title(info) + (f"\nbudget: {', '.join(budgets)}" if budgets else ""), fontsize=9)
-    ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
 
 
 def _hover(df, info: ParetoInfo) -> list[str]:  # noqa: ANN001 - DataFrame

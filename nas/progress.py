@@ -6,19 +6,23 @@ import sys
 from typing import Any
 
 
-def describe_best(best: dict[str, float]) -> str:
-    parts = []
-    for name, v in best.items():
-        if name == "accuracy":
-            parts.append(f"acc {v:.3f}")
-        elif name == "mmacs":
-            parts.append(f"{v:.1f} MMACs")
-        elif name == "latency_ms":
-            parts.append(f"{v:.2f} ms")
-        elif name == "params":
-            parts.append(f"{v / 1e6:.2f} M params")
-        else:
-            parts.append(f"{name} {v:.4g}")
+def describe_value(name: str, v: float) -> str:
+    """One objective value with its unit ("acc 0.896", "5.8 MMACs", "0.84 ms")."""
+    if name == "accuracy":
+        return f"acc {v:.3f}"
+    if name == "mmacs":
+        return f"{v:.1f} MMACs"
+    if name == "latency_ms":
+        return f"{v:.2f} ms"
+    if name == "params":
+        return f"{v:.2f} M params"  # the objective is already in millions
+    return f"{name} {v:.4g}"
+
+
+def describe_best(best: dict[str, float], trials: dict[str, int] | None = None) -> str:
+    """Each objective's best value, with the trial it comes from: separate trials, not one network."""
+    parts = [describe_value(name, v) + (f" (trial {trials[name]})" if trials and name in trials else "")
+             for name, v in best.items()]
     return ", ".join(parts) or "-"
 
 
@@ -51,7 +55,7 @@ class SearchProgress:
         from nas.optuna_backend import eta_text
 
         share = "-" if summary.feasible_share is None else f"{summary.feasible_share:.0%}"
-        info = (f"fit {share} | best {describe_best(summary.best)} | "
+        info = (f"fit {share} | best of each {describe_best(summary.best)} | "
                 f"ETA {eta_text(summary.eta_s)} | failed {summary.counts.get('FAIL', 0)}")
         self._progress.update(self._task, completed=min(summary.done, self.total), info=info)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -151,8 +152,69 @@ def test_cli_pareto_outputs(tmp_path: Path, make_study: Callable[..., tuple[str,
     data = json.loads(capsys.readouterr().out)
     assert data["objectives"] == ["accuracy", "mmacs", "latency_ms"] and data["knee"] is not None
     assert html.stat().st_size > 1_000_000  # plotly.js embedded: opens without internet
-    assert main(["pareto", "unit", "--storage", url, "--plot", str(tmp_path / "f3.png")]) == 0  # 3-D PNG
-    assert (tmp_path / "f3.png").stat().st_size > 10_000
+    capsys.readouterr()
+    # --plot repeats; three objectives in a PNG: one 2-D panel per pair (3 panels side by side)
+    f3, f3html = tmp_path / "f3.png", tmp_path / "f3.html"
+    assert main(["pareto", "unit", "--storage", url, "--plot", str(f3), "--plot", str(f3html)]) == 0
+    out = capsys.readouterr().out
+    assert f"wrote {f3}" in out and f"wrote {f3html}" in out
+    from PIL import Image
+
+    with Image.open(f3) as im:
+        assert im.width > 2.5 * im.height, im.size
+    text = f3html.read_text()
+    first_trace = re.search(r'"type":"(\w+)"', text[text.rfind("Plotly.newPlot("):])
+    assert first_trace is not None and first_trace.group(1) == "scatter3d"  # the 3-D view lives in the HTML
+
+
+def test_pairwise_png_draws_each_pair_with_front_knee_and_presets(tmp_path: Path,
+                                                                  make_study: Callable[..., tuple[str, list]],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import matplotlib.figure
+
+    from nas.plots import plot_pareto
+
+    url, _ = make_study(tmp_path)
+    info = pareto_info(trials_frame(open_study("unit", url)))
+    saved = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, *a, **kw: saved.append(fig))
+    plot_pareto(info, tmp_path / "p.png")
+    (fig,) = saved
+    axes = fig.get_axes()
+    assert [(a.get_xlabel().split()[0], a.get_ylabel().split()[0]) for a in axes] == [
+        ("top-1", "MMACs"), ("top-1", "latency"), ("MMACs", "latency")]
+    for ax in axes:
+        labels = [c.get_label() for c in ax.collections]
+        assert "Pareto front (3 objectives)" in labels and "paper presets" in labels
+        assert any(lab.startswith(f"knee (trial {info.knee})") for lab in labels)
+        front = next(c for c in ax.collections if c.get_label() == "Pareto front (3 objectives)")
+        assert len(front.get_offsets()) == len(info.front)
+
+
+def test_help_has_no_doubled_percent(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["pareto", "--help"])
+    out = capsys.readouterr().out
+    assert "10% of the range" in out and "%%" not in out
+
+
+def test_status_shows_the_knee_and_labelled_bests(tmp_path: Path, make_study: Callable[..., tuple[str, list]],
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    url, _ = make_study(tmp_path)
+    assert main(["status", "unit", "--storage", url]) == 0
+    out = capsys.readouterr().out
+    info = pareto_info(trials_frame(open_study("unit", url)))
+    knee = info.front[info.front["number"] == info.knee].iloc[0]
+    assert f"knee: trial {info.knee}: acc {knee['accuracy']:.3f}, {knee['mmacs']:.1f} MMACs" in out
+    best = [line for line in out.splitlines() if line.startswith("best of each objective (separate trials): ")]
+    assert len(best) == 1 and best[0].count("(trial ") == 3, out
+    assert main(["status", "unit", "--storage", url, "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["knee"]["number"] == info.knee and set(d["best_trial"]) == {"accuracy", "mmacs", "latency_ms"}
+    study = open_study("unit", url)
+    for name, number in d["best_trial"].items():
+        i = study.metric_names.index(name)
+        assert study.trials[number].values[i] == d["best"][name]
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description=(
             "Pareto set of a study's COMPLETE trials (paper presets evaluated for comparison are shown, "
             "not part of the front), its hypervolume and its knee. Hypervolume reference point: accuracy 0, "
-            "the budget for MMACs/latency, else the worst value plus 10%% of the range."
+            "the budget for MMACs/latency, else the worst value plus 10% of the range."
         ),
     )
     p.add_argument("study", metavar="STUDY")
@@ -20,8 +20,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--objectives", default=None, help="comma-separated subset, e.g. accuracy,mmacs (default: all)")
     p.add_argument("--csv", default=None, metavar="FILE", help="write the Pareto set as CSV")
     p.add_argument("--all-csv", default=None, metavar="FILE", help="write every trial as CSV")
-    p.add_argument("--plot", default=None, metavar="FILE", help="Pareto plot, .png or .html (2 or 3 objectives)")
-    p.add_argument("--hv-plot", default=None, metavar="FILE", help="hypervolume-over-trials plot, .png or .html")
+    p.add_argument("--plot", action="append", default=[], metavar="FILE",
+                   help="Pareto plot, .png or .html (2 or 3 objectives: a PNG shows one panel per pair, the HTML "
+                        "a rotatable 3-D view); repeat for several files")
+    p.add_argument("--hv-plot", action="append", default=[], metavar="FILE",
+                   help="hypervolume-over-trials plot, .png or .html; repeatable")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run)
 
@@ -47,14 +50,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"argument --objectives: {e}") from None
     written: list[str] = []
     try:
-        if args.plot:
-            from nas.plots import plot_pareto
+        from nas.plots import plot_hypervolume, plot_pareto
 
-            written.append(str(plot_pareto(info, args.plot)))
-        if args.hv_plot:
-            from nas.plots import plot_hypervolume
-
-            written.append(str(plot_hypervolume(info, args.hv_plot)))
+        written += [str(plot_pareto(info, f)) for f in args.plot]
+        written += [str(plot_hypervolume(info, f)) for f in args.hv_plot]
     except ValueError as e:
         raise UserError(str(e)) from None
     for flag, frame in ((args.csv, info.front), (args.all_csv, info.trials)):

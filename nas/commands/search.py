@@ -92,7 +92,8 @@ def run_experiment(exp: Experiment, *, as_json: bool = False, show_progress: boo
 
     c = summary.counts
     print(f"study {exp.study_name}: {c['COMPLETE']} complete, {c['PRUNED']} pruned, {c['FAIL']} failed "
-          f"(target {summary.target}); best: {describe_best(summary.best)}")
+          f"(target {summary.target})")
+    print(f"best of each objective (separate trials): {describe_best(summary.best, summary.best_trial)}")
     if summary.feasible_share is not None:
         print(f"feasible share (within budget): {summary.feasible_share:.0%}")
     print(f"results: {url}  (run dir {exp.run_dir})")

@@ -1,4 +1,4 @@
-"""`shufflenas status`: where a search stands (counts, best so far, feasible share, ETA)."""
+"""`shufflenas status`: where a search stands (counts, knee, best of each objective, feasible share, ETA)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import json
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "status",
-        help="show a study's progress: trial counts by state, best so far, feasible share, ETA",
+        help="show a study's progress: trial counts by state, knee trial, best of each objective, ETA",
         description="Show the state of study STUDY without changing it.",
     )
     p.add_argument("study", metavar="STUDY")
@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     workers = int(exp.get("search", {}).get("workers", 1) or 1)
     s = summarize(study, None, workers)
     d = {**s.to_dict(), "storage": redact(url), "objectives": study.metric_names,
-         "backend": study.user_attrs.get("backend")}
+         "backend": study.user_attrs.get("backend"), "knee": knee(study)}
     if args.json:
         print(json.dumps(d, indent=2))
         return 0
@@ -39,7 +39,26 @@ def run(args: argparse.Namespace) -> int:
     print(f"trials: {s.done} of {s.target} done ({counts or 'none yet'})")
     if s.feasible_share is not None:
         print(f"feasible share (within budget): {s.feasible_share:.0%}")
-    print(f"best so far: {describe_best(s.best)}")
+    k = d["knee"]
+    if k is not None:
+        print(f"knee: trial {k['number']}: {describe_best(k['values'])} (one network: the Pareto point "
+              f"closest to the ideal)")
+    print(f"best of each objective (separate trials): {describe_best(s.best, s.best_trial)}")
     if s.median_trial_s is not None:
         print(f"median trial {s.median_trial_s:.1f} s; ETA {eta_text(s.eta_s) if s.done < s.target else 'done'}")
     return 0
+
+
+def knee(study) -> dict | None:  # noqa: ANN001 - optuna.Study
+    """The knee of the study's Pareto front: {"number", "values"} (None before a COMPLETE trial)."""
+    from nas.pareto import pareto_info
+    from nas.results import trials_frame
+
+    try:
+        info = pareto_info(trials_frame(study))
+    except ValueError:  # no objective values yet
+        return None
+    if info.knee is None:
+        return None
+    row = info.front[info.front["number"] == info.knee].iloc[0]
+    return {"number": int(info.knee), "values": {o: float(row[o]) for o in info.objectives}}
