@@ -74,15 +74,21 @@ def make_storage(url: str, exp: Experiment | None = None) -> optuna.storages.RDB
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
     else:
         kwargs["engine_kwargs"] = {"pool_pre_ping": True}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = optuna.storages.RDBStorage(
-                url, heartbeat_interval=interval, grace_period=grace, **{_STALE_KWARG: RetryStale(max_retry)}, **kwargs,
-            )
-    except Exception as e:  # bad URL, unreachable server, missing driver
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise UserError(f"--storage {redact(url)}: cannot open ({type(e).__name__}: {msg})") from None
+    for attempt in range(3):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                storage = optuna.storages.RDBStorage(
+                    url, heartbeat_interval=interval, grace_period=grace, **{_STALE_KWARG: RetryStale(max_retry)},
+                    **kwargs,
+                )
+            break
+        except Exception as e:  # bad URL, unreachable server, missing driver
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            if attempt < 2 and ("duplicate key" in msg or "already exists" in msg):
+                time.sleep(0.5 + attempt)  # two machines created the tables of a new database at once
+                continue
+            raise UserError(f"--storage {redact(url)}: cannot open ({type(e).__name__}: {msg})") from None
     if _is_sqlite(url):
         _fast_sqlite(storage)
     return storage
@@ -229,21 +235,29 @@ def check_compatible(study: optuna.Study, exp: Experiment, url: str) -> None:
         )
 
 
-def open_study(exp: Experiment, *, worker: int = 0, create: bool = True) -> optuna.Study:
-    """Create the study, or load it by name after checking it is the same experiment."""
+def open_study(exp: Experiment, *, worker: int = 0, create: bool = True,
+               fresh_seed: bool | None = None) -> optuna.Study:
+    """Create the study, or load it by name after checking it is the same experiment.
+
+    Sampling is seeded (search.seed + worker) in a study this process creates. A process that
+    joins an existing study (another machine, a continued run) samples from a fresh seed, since
+    the seeded stream would draw again the candidates already drawn; `fresh_seed` overrides that
+    (local workers of a run that created the study keep their distinct seeds).
+    """
     url = exp.storage_url
     storage = make_storage(url, exp)
     name = exp.study_name
     sampler = make_sampler(exp, worker)
     if study_exists(storage, name):
-        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
-        check_compatible(study, exp, url)
-        return study
+        return _join(storage, name, sampler, exp, url, fresh_seed is not False)
     if not create:
         raise UserError(f"study {name!r} not found in {redact(url)}")
     space = exp.build_space()
-    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler,
-                                directions=directions(exp.objectives))
+    try:
+        study = optuna.create_study(study_name=name, storage=storage, sampler=sampler,
+                                    directions=directions(exp.objectives))
+    except optuna.exceptions.DuplicatedStudyError:  # another machine created it a moment ago
+        return _join(storage, name, sampler, exp, url, fresh_seed is not False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names(list(exp.objectives))
@@ -257,6 +271,19 @@ def open_study(exp: Experiment, *, worker: int = 0, create: bool = True) -> optu
 
     for preset_name in exp.reference_presets:
         study.enqueue_trial(reference_params(exp, preset_name), user_attrs={"reference_preset": preset_name})
+    return study
+
+
+def _join(storage: optuna.storages.BaseStorage, name: str, sampler: optuna.samplers.BaseSampler,
+          exp: Experiment, url: str, fresh_seed: bool) -> optuna.Study:
+    """Load an existing study (another run, machine or worker made it) after checking it is ours."""
+    study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+    deadline = time.monotonic() + 10
+    while not study.user_attrs and not study.get_trials(deepcopy=False) and time.monotonic() < deadline:
+        time.sleep(0.2)  # created a moment ago: its creator is still writing the study's attributes
+    check_compatible(study, exp, url)
+    if fresh_seed:  # two machines on one seed would evaluate the same candidates twice
+        sampler.reseed_rng()
     return study
 
 
@@ -546,7 +573,8 @@ def log_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         log.info("trial %d %s: %s", trial.number, trial.state.name.lower(), ua.get("fail_reason", ""))
 
 
-def _worker_main(exp_json: str, worker: int, target: int, stop_at: float | None, log_level: int) -> None:
+def _worker_main(exp_json: str, worker: int, target: int, stop_at: float | None, log_level: int,
+                 fresh_seed: bool = False) -> None:
     """Entry point of a spawned worker process."""
     from nas.experiment import Experiment
 
@@ -558,7 +586,7 @@ def _worker_main(exp_json: str, worker: int, target: int, stop_at: float | None,
         os.environ.setdefault(var, threads)
     logging.basicConfig(level=log_level, format=f"%(asctime)s worker{worker} %(levelname)s %(message)s")
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures: our one log line each
-    study = open_study(exp, worker=worker)
+    study = open_study(exp, worker=worker, fresh_seed=fresh_seed)
     try:
         run_loop(study, exp, target, stop_at=stop_at, callbacks=[log_trial])
     except SearchAborted as e:
@@ -624,6 +652,7 @@ def run_optuna_search(exp: Experiment, *, target: int | None = None, show_progre
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures: our one log line each
     target = target or exp.search.n_trials
+    joined = study_exists(make_storage(exp.storage_url, exp), exp.study_name)
     study = open_study(exp)  # creates it (and checks compatibility) before any worker starts
     study.set_user_attr("n_trials", target)
     stop_at = time.time() + exp.search.timeout if exp.search.timeout else None
@@ -643,7 +672,8 @@ def run_optuna_search(exp: Experiment, *, target: int | None = None, show_progre
             ctx = multiprocessing.get_context("spawn")
             procs = [
                 ctx.Process(target=_worker_main,
-                            args=(exp.model_dump_json(), i, target, stop_at, logging.getLogger().getEffectiveLevel()),
+                            args=(exp.model_dump_json(), i, target, stop_at, logging.getLogger().getEffectiveLevel(),
+                                  joined),
                             name=f"shufflenas-worker{i}")
                 for i in range(workers)
             ]

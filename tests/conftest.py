@@ -179,6 +179,17 @@ def child_env(**extra: str) -> dict[str, str]:
     return e
 
 
+@pytest.fixture
+def start_cli(tmp_path: Path) -> Callable[..., subprocess.Popen[str]]:
+    """start_cli(argv) starts `python -m nas ARGV` (cwd tmp_path, text pipes for stdout/stderr)."""
+
+    def start(argv: list[str], *, cwd: Path | None = None, **env: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-m", "nas", *argv], cwd=cwd or tmp_path, env=child_env(**env),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    return start
+
+
 #: Runs `nas.cli.main(argv)` with train_proxy wrapped: in the trial that is the HOLD_AFTER-th
 #: one this process trains (0-based count of trials already finished here), after epoch
 #: HOLD_EPOCH's report, it writes HOLD_FILE and sleeps until killed. So a test kills "after N
