@@ -249,6 +249,16 @@ class _RayReporter:
         return bool(self.stopper.should_stop(epoch, [float(v) for v in values], history))
 
 
+def _where() -> dict[str, Any]:
+    """The Ray node (id and IP) this trial runs on, recorded on the trial."""
+    import ray
+
+    try:
+        return {"ray_node_id": ray.get_runtime_context().get_node_id(), "ray_node_ip": ray.util.get_node_ip_address()}
+    except Exception:  # not inside Ray (a direct call)
+        return {}
+
+
 def _trainable(config: dict[str, Any], exp_json: str = "") -> None:
     """One Ray trial: evaluate the sampled arch; the final report carries the explicit trial state."""
     from ray import tune
@@ -258,7 +268,7 @@ def _trainable(config: dict[str, Any], exp_json: str = "") -> None:
     from search_spaces import Arch
 
     exp = Experiment.model_validate_json(exp_json)
-    attrs: dict[str, Any] = {}
+    attrs: dict[str, Any] = _where()
     state, values, reason = "FAIL", None, None
     try:
         arch = Arch.from_json(config["arch"])

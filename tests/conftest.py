@@ -181,11 +181,13 @@ def child_env(**extra: str) -> dict[str, str]:
 
 @pytest.fixture
 def start_cli(tmp_path: Path) -> Callable[..., subprocess.Popen[str]]:
-    """start_cli(argv) starts `python -m nas ARGV` (cwd tmp_path, text pipes for stdout/stderr)."""
+    """start_cli(argv, log=None, **env) starts `python -m nas ARGV` (cwd tmp_path); output to text pipes,
+    or to the file `log` for a long run whose output nobody reads while it runs."""
 
-    def start(argv: list[str], *, cwd: Path | None = None, **env: str) -> subprocess.Popen[str]:
+    def start(argv: list[str], *, cwd: Path | None = None, log: Path | None = None, **env: str) -> subprocess.Popen[str]:
+        out: Any = open(log, "w") if log is not None else subprocess.PIPE  # noqa: SIM115 - the child owns it
         return subprocess.Popen([sys.executable, "-m", "nas", *argv], cwd=cwd or tmp_path, env=child_env(**env),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                stdout=out, stderr=subprocess.STDOUT if log is not None else subprocess.PIPE, text=True)
 
     return start
 

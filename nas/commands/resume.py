@@ -16,7 +16,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--storage", help="storage URL (default sqlite:///RUN_DIR/study.db)")
     p.add_argument("--run-dir", help="run directory (default runs/STUDY)")
     p.add_argument("--trials", type=int, help="total number of COMPLETE+PRUNED trials wanted")
-    p.add_argument("--workers", type=int, help="worker processes on this machine")
+    p.add_argument("--workers", type=int, help="worker processes on this machine (Ray: concurrent trials)")
+    p.add_argument("--ray-address", help="Ray cluster address (default: the one the search used, if any)")
     p.add_argument("--json", action="store_true", help="print a JSON summary at the end")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -38,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     d = Experiment.from_stored(stored).model_dump(mode="json")
     over = {"search.storage": url, "search.study_name": args.study, "search.n_trials": target,
             "search.run_dir": args.run_dir or d["search"].get("run_dir") or f"runs/{args.study}",
-            "search.workers": args.workers}
+            "search.workers": args.workers, "search.ray_address": args.ray_address}
     try:
         exp = validate_experiment(d, f"study {args.study}", over)
     except ExperimentError as e:
