@@ -73,11 +73,24 @@ def _dataset(name: str, root: str | None, train_size: int | None, val_size: int 
                         seed=seed, download=download)
 
 
-def proxy_data(exp: Experiment) -> Any:
-    """The proxy dataset, loaded once per process."""
+def proxy_data(exp: Experiment, device: Any = None) -> Any:
+    """The proxy dataset, loaded once per process (and moved once to `device`, an accelerator)."""
     d = exp.data
     root = str(Path(d.root).expanduser()) if d.root else None
-    return _dataset(d.name, root, d.train_size, d.val_size, d.resolution, d.seed, d.download)
+    data = _dataset(d.name, root, d.train_size, d.val_size, d.resolution, d.seed, d.download)
+    return data if device is None or str(device) == "cpu" else _on_device(data, str(device))
+
+
+@functools.lru_cache(maxsize=2)
+def _on_device(data: Any, device: str) -> Any:
+    import dataclasses
+
+    from torch.utils.data import TensorDataset
+
+    def move(ds: Any) -> Any:
+        return TensorDataset(*(t.to(device) for t in ds.tensors))
+
+    return dataclasses.replace(data, train=move(data.train), val=move(data.val))
 
 
 @functools.lru_cache(maxsize=4)
@@ -207,15 +220,21 @@ def evaluate(
 
     stopped: int | None = None
     if exp.zero_cost or exp.needs_training:
+        from objectives.accuracy import resolve_device
         from search_spaces import build_model
 
-        data = proxy_data(exp)
+        try:
+            device = resolve_device(exp.train.device)
+        except ValueError as e:
+            raise RuntimeError(f"train.{e}") from None
+        put("train_device", str(device))
+        data = proxy_data(exp, device)
         proxy = arch.for_proxy(in_channels=data.in_channels, num_classes=data.num_classes,
                                resolution=data.resolution)
         from objectives.accuracy import seed_everything
 
         seed_everything(exp.train.seed)
-        model = build_model(proxy)
+        model = build_model(proxy).to(device)  # built on the CPU (the same init everywhere), moved once
         if exp.zero_cost:
             check_time("before zero-cost")
             t2 = time.perf_counter()

@@ -115,6 +115,16 @@ class TrainSection(_Strict):
     threads: int | None = Field(1, ge=1)
     max_batches_per_epoch: int | None = Field(None, ge=1)
     nesterov: bool = False
+    #: auto = the first CUDA device when there is one (each local worker gets its own), else the CPU
+    device: str = "auto"
+    amp: bool = False  # mixed precision on CUDA
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not re.match(r"^(auto|cpu|cuda(:\d+)?)$", v):
+            raise ValueError(f"must be auto, cpu, cuda or cuda:N, got {v!r}")
+        return v
 
     def to_train_config(self) -> Any:
         from objectives.accuracy import TrainConfig
@@ -159,6 +169,8 @@ class SearchConfig(_Strict):
     max_retry: int = Field(2, ge=0)
     max_failures: int | None = Field(None, ge=1)
     ray_address: str | None = None
+    #: GPUs each Ray trial asks for (a share such as 0.5 packs two trials on one GPU); 0 = CPU only
+    gpus_per_trial: float = Field(0.0, ge=0, le=64)
 
     @field_validator("study_name")
     @classmethod

@@ -190,6 +190,11 @@ def identity(exp_dict: dict[str, Any]) -> dict[str, Any]:
     lat = dict(d.get("latency", {}))
     lat.pop("cache", None)
     d["latency"] = lat
+    train = dict(d.get("train", {}))
+    train.pop("device", None)  # where it trains, not what: a study may continue on a GPU machine
+    if not train.get("amp"):
+        train.pop("amp", None)  # off = absent (studies made before the option)
+    d["train"] = train
     return json.loads(json.dumps(d, sort_keys=True))
 
 
@@ -573,11 +578,33 @@ def log_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         log.info("trial %d %s: %s", trial.number, trial.state.name.lower(), ua.get("fail_reason", ""))
 
 
+def visible_gpus() -> list[str]:
+    """IDs of the CUDA devices this process may use (in CUDA_VISIBLE_DEVICES terms); [] without CUDA."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    n = torch.cuda.device_count()
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = [x.strip() for x in env.split(",") if x.strip()] if env else [str(i) for i in range(n)]
+    return ids[:n]
+
+
+def worker_gpu(exp: Experiment, worker: int, gpus: list[str]) -> str | None:
+    """The one GPU local worker `worker` trains on (round robin over `gpus`), or None: CPU training,
+    no GPU, or a device the user pinned (cuda:N)."""
+    if not gpus or exp.train.device not in ("auto", "cuda"):
+        return None
+    return gpus[worker % len(gpus)]
+
+
 def _worker_main(exp_json: str, worker: int, target: int, stop_at: float | None, log_level: int,
-                 fresh_seed: bool = False) -> None:
+                 fresh_seed: bool = False, gpu: str | None = None) -> None:
     """Entry point of a spawned worker process."""
     from nas.experiment import Experiment
 
+    if gpu is not None:  # before CUDA is initialised: this worker sees its own GPU only (as cuda:0)
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     exp = Experiment.model_validate_json(exp_json)
     # N workers share the cores: each uses train.threads threads (OpenMP pools are sized when
     # torch is first imported, so this must happen before that import)
@@ -670,10 +697,14 @@ def run_optuna_search(exp: Experiment, *, target: int | None = None, show_progre
                      callbacks=[lambda s, t: (log_trial(s, t), refresh())])
         else:
             ctx = multiprocessing.get_context("spawn")
+            gpus = visible_gpus() if exp.train.device in ("auto", "cuda") else []
+            if gpus:
+                log.info("%d worker(s) over %d GPU(s): %s", workers, len(gpus),
+                         ", ".join(f"worker{i}->GPU {worker_gpu(exp, i, gpus)}" for i in range(workers)))
             procs = [
                 ctx.Process(target=_worker_main,
                             args=(exp.model_dump_json(), i, target, stop_at, logging.getLogger().getEffectiveLevel(),
-                                  joined),
+                                  joined, worker_gpu(exp, i, gpus)),
                             name=f"shufflenas-worker{i}")
                 for i in range(workers)
             ]

@@ -298,6 +298,15 @@ def _trial_name(trial: Any) -> str:
     return f"trial_{trial.config.get('trial_number', 'x')}_{trial.trial_id}"
 
 
+def trial_resources(exp: Experiment) -> dict[str, float]:
+    """What one trial asks Ray for: a CPU, and `search.gpus_per_trial` of a GPU (Ray then sets
+    CUDA_VISIBLE_DEVICES for the trial, so train.device auto lands on its share)."""
+    res: dict[str, float] = {"cpu": 1}
+    if exp.search.gpus_per_trial > 0:
+        res["gpu"] = exp.search.gpus_per_trial
+    return res
+
+
 def _init_ray(ray_address: str | None, workers: int) -> bool:
     """Start (or connect to) Ray; True when we started a local instance (and must shut it down)."""
     import ray
@@ -370,7 +379,7 @@ def run_ray_search(experiment: Experiment, *, ray_address: str | None = None, re
     storage_path = exp.run_dir / "ray"
     exp_dir = storage_path / exp.study_name
     exp_json = exp.model_dump_json()
-    trainable = tune.with_resources(tune.with_parameters(_trainable, exp_json=exp_json), {"cpu": 1})
+    trainable = tune.with_resources(tune.with_parameters(_trainable, exp_json=exp_json), trial_resources(exp))
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     started = _init_ray(ray_address, workers)
     try:

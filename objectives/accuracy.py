@@ -12,8 +12,10 @@ cuDNN benchmarking off, restoring all of these on exit. The same seed, model con
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -32,6 +34,7 @@ __all__ = [
     "TrainResult",
     "TrainingDiverged",
     "evaluate_accuracy",
+    "resolve_device",
     "seed_everything",
     "train_proxy",
 ]
@@ -41,6 +44,27 @@ SCHEDULES = ("cosine", "linear", "constant")
 
 ReportFn = Callable[[int, float], "bool | None"]
 ProgressFn = Callable[[int, int], Any]
+
+
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """"auto" -> the first CUDA device when there is one, else the CPU; "cpu", "cuda", "cuda:N" as
+    named. Asking for CUDA where there is none is a ValueError (one line), not a silent CPU run."""
+    if not isinstance(spec, str) or not _DEVICE.match(spec):
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {spec!r}")
+    if spec == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ValueError(f"device {spec}: CUDA is not available here (torch {torch.__version__}"
+                         f"{', a CPU-only build' if torch.version.cuda is None else ''}); use device auto or cpu")
+    dev = torch.device(spec if ":" in spec else "cuda:0")
+    if dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {spec}: only {torch.cuda.device_count()} CUDA device(s) visible")
+    return dev
 
 
 class TrainingDiverged(RuntimeError):
@@ -83,6 +107,10 @@ class TrainConfig:
     max_batches_per_epoch: int | None = None
     eval_batch_size: int = 1000
     nesterov: bool = False
+    #: where the caller puts the model ("auto": CUDA when present); the trainer follows the model
+    device: str = "auto"
+    #: mixed precision (float16 autocast + gradient scaling) on CUDA; no effect on the CPU
+    amp: bool = False
 
     def __post_init__(self) -> None:
         _num("epochs", self.epochs, low=1, integer=True)
@@ -105,6 +133,10 @@ class TrainConfig:
         if self.max_batches_per_epoch is not None:
             _num("max_batches_per_epoch", self.max_batches_per_epoch, low=1, integer=True)
         _num("eval_batch_size", self.eval_batch_size, low=1, integer=True)
+        if not isinstance(self.device, str) or not _DEVICE.match(self.device):
+            raise ValueError(f"TrainConfig.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if not isinstance(self.amp, bool):
+            raise ValueError(f"TrainConfig.amp must be true or false, got {self.amp!r}")
         if not isinstance(self.nesterov, bool):
             raise ValueError(f"TrainConfig.nesterov must be true or false, got {self.nesterov!r}")
         if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
@@ -236,6 +268,8 @@ def train_proxy(model: nn.Module, data: ProxyData, config: TrainConfig | None = 
             optimizer = _make_optimizer(model, cfg)
             base_lrs = [g["lr"] for g in optimizer.param_groups]
             criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+            amp = cfg.amp and device.type == "cuda"
+            scaler = torch.amp.GradScaler("cuda", enabled=amp)
             for epoch in range(1, cfg.epochs + 1):
                 model.train()
                 t0 = time.perf_counter()
@@ -249,8 +283,9 @@ def train_proxy(model: nn.Module, data: ProxyData, config: TrainConfig | None = 
                     factor = _lr_factor(cfg.schedule, step, total_steps)
                     for g, base in zip(optimizer.param_groups, base_lrs, strict=True):
                         g["lr"] = base * factor
-                    out = model(xb)
-                    loss = criterion(out, yb)
+                    with torch.autocast("cuda", dtype=torch.float16) if amp else contextlib.nullcontext():
+                        out = model(xb)
+                        loss = criterion(out, yb)
                     value = float(loss.detach())
                     if not math.isfinite(value):
                         raise TrainingDiverged(
@@ -258,8 +293,9 @@ def train_proxy(model: nn.Module, data: ProxyData, config: TrainConfig | None = 
                             f"lower the learning rate (TrainConfig.lr / --lr), use label smoothing or check the model "
                             f"for numerically unstable layers")
                     optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
+                    scaler.scale(loss).backward()  # plain backward/step when amp is off
+                    scaler.step(optimizer)
+                    scaler.update()
                     loss_sum += value * len(yb)
                     loss_count += len(yb)
                     step += 1

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     workers = int(exp.get("search", {}).get("workers", 1) or 1)
     s = summarize(study, None, workers)
     d = {**s.to_dict(), "storage": redact(url), "objectives": study.metric_names,
-         "backend": study.user_attrs.get("backend"), "knee": knee(study)}
+         "backend": study.user_attrs.get("backend"), "knee": knee(study), "train_devices": train_devices(study)}
     if args.json:
         print(json.dumps(d, indent=2))
         return 0
@@ -44,6 +44,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"knee: trial {k['number']}: {describe_best(k['values'])} (one network: the Pareto point "
               f"closest to the ideal)")
     print(f"best of each objective (separate trials): {describe_best(s.best, s.best_trial)}")
+    if d["train_devices"]:
+        print("trained on: " + ", ".join(f"{dev} ({n} trial{'s' if n > 1 else ''})"
+                                        for dev, n in d["train_devices"].items()))
     if s.median_trial_s is not None:
         print(f"median trial {s.median_trial_s:.1f} s; ETA {eta_text(s.eta_s) if s.done < s.target else 'done'}")
     return 0
@@ -62,3 +65,11 @@ def knee(study) -> dict | None:  # noqa: ANN001 - optuna.Study
         return None
     row = info.front[info.front["number"] == info.knee].iloc[0]
     return {"number": int(info.knee), "values": {o: float(row[o]) for o in info.objectives}}
+
+
+def train_devices(study) -> dict[str, int]:  # noqa: ANN001 - optuna.Study
+    """How many trials trained on each device (the `train_device` each trial records)."""
+    from collections import Counter
+
+    return dict(Counter(str(t.user_attrs["train_device"]) for t in study.get_trials(deepcopy=False)
+                        if "train_device" in t.user_attrs))
