@@ -249,6 +249,7 @@ def evaluate(
             put("best_accuracy", float(tr.best_accuracy))
             put("epochs_run", int(tr.epochs_run))
             put("acc_history", [float(a) for _, a in tr.history])
+            put("train_loss_mean", float(tr.mean_train_loss))
             put("time_train_s", time.perf_counter() - t3)
             put("images_per_second", float(tr.images_per_second))
             values = with_score(acc)

@@ -115,6 +115,8 @@ class TrainSection(_Strict):
     threads: int | None = Field(1, ge=1)
     max_batches_per_epoch: int | None = Field(None, ge=1)
     nesterov: bool = False
+    warmup_steps: int = Field(0, ge=0)
+    bn_recalibrate: int = Field(0, ge=0)
 
     def to_train_config(self) -> Any:
         from objectives.accuracy import TrainConfig
