@@ -206,7 +206,8 @@ def evaluate(
         return v
 
     stopped: int | None = None
-    if exp.zero_cost or exp.needs_training:
+    wants_naswot = "naswot" in exp.objectives
+    if exp.zero_cost or exp.needs_training or wants_naswot:
         from search_spaces import build_model
 
         data = proxy_data(exp)
@@ -216,14 +217,22 @@ def evaluate(
 
         seed_everything(exp.train.seed)
         model = build_model(proxy)
-        if exp.zero_cost:
+        if exp.zero_cost or wants_naswot:
             check_time("before zero-cost")
             t2 = time.perf_counter()
             from objectives.zero_cost import zero_cost_scores
 
             x, y = data.train.tensors[0][:64], data.train.tensors[1][:64]
-            put("zero_cost", {k: float(v) for k, v in zero_cost_scores(model, x, y, seed=exp.train.seed).items()})
+            zc = {k: float(v) for k, v in zero_cost_scores(
+                model, x, y, proxies=None if exp.zero_cost else ["naswot"], seed=exp.train.seed).items()}
+            put("zero_cost", zc)
             put("time_zero_cost_s", time.perf_counter() - t2)
+            if wants_naswot:
+                if not math.isfinite(zc["naswot"]):
+                    raise RuntimeError(f"NASWOT score is not finite ({zc['naswot']}): the 64 proxy images "
+                                       "include duplicates or the network collapses them")
+                put("naswot", zc["naswot"])
+                values["naswot"] = zc["naswot"]
         if not exp.needs_training:
             put("time_train_s", 0.0)
         else:

@@ -26,16 +26,25 @@ if TYPE_CHECKING:
 
 #: Bump when the trainer or evaluate changes what a proxy run returns (invalidates every cache).
 PROXY_VERSION = 2
-#: The signal read from an evaluation; "accuracy" is what a search optimises.
-SIGNAL = "accuracy"
 STUDY_ATTR = "fidelity"
+
+
+def quality(exp: Experiment) -> str:
+    """The signal a search of `exp` optimises for "how good" (accuracy, or NASWOT when it does not train)."""
+    from nas.common import UserError
+
+    q = exp.quality
+    if q is None:
+        raise UserError(f"experiment {exp.name}: objectives {exp.objectives} hold no quality signal to rank with "
+                        "(accuracy, score or naswot)")
+    return q
 
 
 def fidelity_experiment(exp: Experiment) -> Experiment:
     """The experiment as `fidelity` runs it: same data/train/deploy, no latency, no budget."""
     d = exp.model_dump()
     d["latency"] = {"backend": "none"}
-    d["objectives"] = ["accuracy", "mmacs"]
+    d["objectives"] = [quality(exp), "mmacs"]
     d["budget"] = {"max_mmacs": 1e12}
     d["score"] = None
     d["zero_cost"] = True
@@ -49,7 +58,7 @@ def proxy_hash(exp: Experiment) -> str:
     import torch
 
     key = {"data": exp.data.model_dump(mode="json"), "train": exp.train.model_dump(mode="json"),
-           "zero_cost": True, "deploy": [list(exp.deploy.shape), exp.deploy.classes],
+           "zero_cost": True, "signal": quality(exp), "deploy": [list(exp.deploy.shape), exp.deploy.classes],
            "version": PROXY_VERSION, "torch": torch.__version__.split("+")[0]}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -71,6 +80,7 @@ class FidelityRun:
     experiment: str
     cpu_s: float
     cached: int
+    signal: str = "accuracy"
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -94,14 +104,15 @@ class FidelityRun:
 
     def to_dict(self) -> dict[str, Any]:
         return {"reference": self.reference.name, "source": self.reference.source, "metric": self.reference.metric,
-                "experiment": self.experiment, "proxy_hash": self.proxy_hash, "cpu_s": self.cpu_s,
+                "experiment": self.experiment, "signal": self.signal, "proxy_hash": self.proxy_hash,
+                "cpu_s": self.cpu_s,
                 "cached": self.cached, "n": len(self.rows), "verdict": self.verdict(), "beaten_by": self.beaten_by(),
                 "figures": [f.to_dict() for f in self.figures], "rows": self.rows, **self.extra}
 
     def summary(self) -> dict[str, Any]:
         """The compact form stored on a study (user attr "fidelity")."""
         p = self.proxy.to_dict()  # NaN -> None: the attr is JSON
-        return {"reference": self.reference.name, "n": p["n"], "tau": p["tau"], "tau_low": p["tau_low"],
+        return {"reference": self.reference.name, "signal": self.signal, "n": p["n"], "tau": p["tau"], "tau_low": p["tau_low"],
                 "tau_high": p["tau_high"], "rho": p["rho"], "proxy_hash": self.proxy_hash,
                 "baselines": {f.name: f.to_dict()["tau"] for f in self.baselines()}, "beaten_by": self.beaten_by(),
                 "shuffle_right": [p["shuffle_right"], p["shuffle_pairs"]],
@@ -140,7 +151,7 @@ def train_entries(exp: Experiment, reference: ReferenceSet, *, cache_dir: Path |
                 cpu0, t0 = time.process_time(), time.perf_counter()
                 res = evaluate(arch, fexp, run_dir=tmp)
                 a = res.attrs
-                row = {"arch_id": arch.arch_id, "accuracy": a["accuracy"], "mmacs": a["mmacs"],
+                row = {"arch_id": arch.arch_id, "accuracy": a.get("accuracy"), "mmacs": a["mmacs"],
                        "params": a["params"] / 1e6, "zero_cost": a.get("zero_cost", {}),
                        "train_loss_mean": a.get("train_loss_mean"), "acc_history": a.get("acc_history"),
                        "cpu_s": time.process_time() - cpu0, "wall_s": time.perf_counter() - t0}
@@ -157,10 +168,12 @@ def train_entries(exp: Experiment, reference: ReferenceSet, *, cache_dir: Path |
     return rows, hits
 
 
-def signal(rows: Sequence[dict[str, Any]], name: str = SIGNAL) -> list[float]:
+def signal(rows: Sequence[dict[str, Any]], name: str = "accuracy") -> list[float]:
     """The proxy's ranking signal per row (higher = predicted better)."""
     if name == "accuracy":
         return [float(r["accuracy"]) for r in rows]
+    if name == "naswot":
+        return [float(r["zero_cost"]["naswot"]) for r in rows]
     if name == "neg_train_loss":
         return [-float(r["train_loss_mean"]) for r in rows]
     raise ValueError(f"unknown signal {name!r}")
@@ -174,7 +187,8 @@ def figures_for(rows: Sequence[dict[str, Any]], reference: ReferenceSet, proxy: 
     entries = list(reference.entries)
     out = [rank_figures(proxy_name, proxy, entries, seed=seed)]
     for name, vals in baseline_scores(rows).items():
-        out.append(rank_figures(name, vals, entries, seed=seed))
+        if f"proxy ({name})" != proxy_name:  # the signal itself is not its own baseline
+            out.append(rank_figures(name, vals, entries, seed=seed))
     return out
 
 
@@ -191,18 +205,22 @@ def run_fidelity(exp: Experiment, reference: ReferenceSet, *, cache_dir: Path | 
     extra: dict[str, Any] = {}
     if against is not None:
         long_rows, _ = train_entries(against, reference, cache_dir=cache_dir, progress=progress)
+        long_signal = signal(long_rows, quality(against))
         reference = ReferenceSet(
             f"{against.name} (longer protocol)", f"shufflenas fidelity --against {against.name}",
-            "proxy top-1 of the longer protocol",
-            tuple(ReferenceEntry(e.id, e.arch, float(r["accuracy"]), e.tags, e.preset)
-                  for e, r in zip(reference.entries, long_rows, strict=True)), reference.path)
+            f"{quality(against)} of the longer protocol",
+            tuple(ReferenceEntry(e.id, e.arch, v, e.tags, e.preset)
+                  for e, v in zip(reference.entries, long_signal, strict=True)), reference.path)
         extra["against"] = {"experiment": against.name, "proxy_hash": proxy_hash(against)}
     rows, hits = train_entries(exp, reference, cache_dir=cache_dir, progress=progress)
     for r, e in zip(rows, reference.entries, strict=True):
         r["reference"] = e.reference
-    figs = figures_for(rows, reference, signal(rows))
+    sig = quality(exp)
+    for r, v in zip(rows, signal(rows, sig), strict=True):
+        r["signal"] = v
+    figs = figures_for(rows, reference, [r["signal"] for r in rows], f"proxy ({sig})")
     return FidelityRun(reference, rows, figs, proxy_hash(exp), exp.name,
-                       sum(float(r["cpu_s"]) for r in rows), hits, extra)
+                       sum(float(r["cpu_s"]) for r in rows), hits, sig, extra)
 
 
 def describe_summary(d: Any) -> str | None:

@@ -234,7 +234,24 @@ def test_cache_is_free_on_rerun_and_never_stale(tmp_path: Path) -> None:
     assert changed.cached == 0 and 0.123456 not in [r["accuracy"] for r in changed.rows]
     assert changed.proxy_hash != first.proxy_hash
     names = [f.name for f in first.figures]
-    assert names[:3] == ["proxy", "mmacs", "params"] and {"naswot", "grad_norm"} <= set(names)
+    assert names[:3] == ["proxy (accuracy)", "mmacs", "params"] and {"naswot", "grad_norm"} <= set(names)
+
+
+def test_naswot_signal_trains_nothing(tmp_path: Path) -> None:
+    from nas.evaluate import evaluate
+    from nas.fidelity import proxy_hash, run_fidelity
+
+    exp = _exp()
+    nw = _exp(**{"data": {}})
+    nw = type(nw).model_validate({**nw.model_dump(), "objectives": ["naswot", "mmacs"]})
+    assert nw.quality == "naswot" and not nw.needs_training and exp.quality == "accuracy"
+    assert proxy_hash(nw) != proxy_hash(exp)  # a no-training row is never served to a training recipe
+    res = evaluate(preset("shufflenet_v1_g3_x0_25"), nw, run_dir=tmp_path)
+    assert set(res.values) == {"naswot", "mmacs"} and "accuracy" not in res.attrs and res.attrs["time_train_s"] == 0.0
+    run = run_fidelity(nw, load_reference(_tiny_reference(tmp_path)), cache_dir=tmp_path / "c")
+    names = [f.name for f in run.figures]
+    assert names[0] == "proxy (naswot)" and "naswot" not in names[1:] and run.signal == "naswot"
+    assert [r["signal"] for r in run.rows] == [r["zero_cost"]["naswot"] for r in run.rows]
 
 
 def test_cli_fidelity_json_plots_and_study(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -253,7 +270,7 @@ def test_cli_fidelity_json_plots_and_study(tmp_path: Path, capsys: pytest.Captur
                "--plot", str(png), "--plot", str(html), "--study", "s", "--storage", url])
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["n"] == 2 and out["figures"][0]["name"] == "proxy" and "verdict" in out
+    assert out["n"] == 2 and out["figures"][0]["name"] == "proxy (accuracy)" and "verdict" in out
     assert png.stat().st_size > 1000 and "plotly" in html.read_text()[:100000].lower()
     stored = optuna.load_study(study_name="s", storage=url).user_attrs["fidelity"]
     assert stored["n"] == 2 and "mmacs" in stored["baselines"]

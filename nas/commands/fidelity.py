@@ -159,7 +159,7 @@ def _print(result: Any, written: list[str], study: str | None) -> None:
     for c in ("signal", "Kendall tau", "95% interval", "Spearman rho", "shuffle helps", "equal-MACs groups"):
         t.add_column(c, justify="left" if c == "signal" else "right")
     for i, f in enumerate(result.figures):
-        name = f"proxy ({'accuracy'})" if i == 0 else f.name
+        name = f.name
         t.add_row(name, _fmt(f.tau), f"[{_fmt(f.tau_low)}, {_fmt(f.tau_high)}]", _fmt(f.rho),
                   f"{f.shuffle_right}/{f.shuffle_pairs}" if f.shuffle_pairs else "-",
                   f"{f.group_right}/{f.group_pairs}" if f.group_pairs else "-", style="bold" if i == 0 else None)
@@ -180,12 +180,13 @@ def plot_fidelity(result: Any, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = result.rows
     x = [r["reference"] for r in rows]
-    y = [r["accuracy"] for r in rows]
+    y = [r["signal"] for r in rows]
     labels = [r["id"] for r in rows]
     p = result.proxy
     title = (f"{result.experiment}: proxy vs {result.reference.name}, Kendall tau {_fmt(p.tau)} "
              f"[{_fmt(p.tau_low)}, {_fmt(p.tau_high)}]")
-    xl, yl = result.reference.metric, "proxy top-1 (fraction)"
+    xl = result.reference.metric
+    yl = "proxy top-1 (fraction)" if result.signal == "accuracy" else f"proxy signal: {result.signal}"
     if path.suffix.lower() == ".png":
         import matplotlib
 
