@@ -159,9 +159,9 @@ def test_cifar100_pickle_folder(tmp_path: Path) -> None:
     assert int(d.train.tensors[1].max()) < 100
 
 
-def test_cifar_validation_is_disjoint_from_test_batch(tmp_path: Path) -> None:
-    """Every image carries its own id in its pixels; validation ids must all come from the
-    training batches and none from the test batch (architectures are selected on val)."""
+def _write_id_cifar(tmp_path: Path) -> None:
+    """CIFAR-10 pickles whose every image carries its own id in its first three pixels:
+    training ids 0..199, test ids 1000..1049."""
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()
 
@@ -177,6 +177,12 @@ def test_cifar_validation_is_disjoint_from_test_batch(tmp_path: Path) -> None:
     with open(folder / "test_batch", "wb") as fh:
         pickle.dump(batch(range(1000, 1050), "testing batch 1 of 1"), fh, protocol=4)
 
+
+def test_cifar_validation_is_disjoint_from_test_batch(tmp_path: Path) -> None:
+    """Validation ids must all come from the training batches and none from the test batch
+    (architectures are selected on val)."""
+    _write_id_cifar(tmp_path)
+
     def ids(d: ProxyData, split: str) -> set[int]:
         x = getattr(d, split).tensors[0][:, :, 0, :3]  # first three pixels of the red row
         raw = x[:, 0, :] * d.std[0] + d.mean[0]
@@ -189,6 +195,19 @@ def test_cifar_validation_is_disjoint_from_test_batch(tmp_path: Path) -> None:
         assert len(val) == len(d.val) and val <= set(range(200)), kw
         assert not val & set(range(1000, 1050)) and not val & train, kw
         assert test <= set(range(1000, 1050)) and len(test) == len(d.test), kw
+
+
+def test_held_out_test_figure_for_exports_only(tmp_path: Path) -> None:
+    from nas.export import held_out_accuracy
+    from search_spaces import build_model, preset
+
+    _write_id_cifar(tmp_path)
+    model = build_model(preset("shufflenet_v1_g3_x0_25").for_proxy(in_channels=3, num_classes=10, resolution=32))
+    exp = {"name": "t", "budget": {"max_mmacs": 40}, "data": {"name": "cifar10", "root": str(tmp_path)}}
+    acc = held_out_accuracy(model, exp)
+    assert acc is not None and 0.0 <= acc <= 1.0
+    assert held_out_accuracy(model, {**exp, "data": {"name": "default", "train_size": 50, "val_size": 20}}) is None
+    assert held_out_accuracy(model, {**exp, "data": {"name": "cifar10", "root": str(tmp_path / "gone")}}) is None
 
 
 class _Evil:
