@@ -141,6 +141,25 @@ def x_zero_cost(d: dict[str, Any]) -> list[Figure]:
     return out
 
 
+def x_proxy_fidelity(d: dict[str, Any]) -> list[Figure]:
+    n, exp = d.get("n"), d.get("experiment")
+    base = {f["name"]: f.get("tau") for f in (d.get("figures") or [])[1:]}
+    note = f"{exp}, {n} paper networks; baselines " + ", ".join(
+        f"{k} {v:.2f}" if isinstance(v, (int, float)) else f"{k} -" for k, v in base.items())
+    out = []
+    labels = {"tau": ("proxy Kendall tau vs paper top-1", "tau"),
+              "beats_baselines": ("proxy tau above every free baseline", "tau"),
+              "shuffle_helps": ("Table 3 pairs where shuffle helps", "of 6")}
+    for key, g in (d.get("goals") or {}).items():
+        label, unit = labels.get(key, (key, ""))
+        out.append(Figure(label, g.get("value"), unit, g.get("goal", ""), "pass" if g.get("pass") else "fail",
+                          note if key != "shuffle_helps" else f"{exp}"))
+    p = (d.get("figures") or [{}])[0]
+    out.append(Figure("proxy tau 95% interval", f"[{p.get('tau_low')}, {p.get('tau_high')}]", "", "", "info",
+                      f"proxy CPU {float(d.get('cpu_s') or 0) / 60:.1f} min"))
+    return out
+
+
 def x_lut(d: dict[str, Any]) -> list[Figure]:
     lut_w, macs_w = _get(d, "lut", "within"), _get(d, "macs", "within")
     better = "" if lut_w is None or macs_w is None else \
@@ -222,6 +241,8 @@ BENCHES: list[Bench] = [
     Bench("zero_cost", "bench/zero_cost.py", [],
           ["--n", "8", "--epochs", "2"],
           x_zero_cost, json_to_file=True, what="zero-cost proxies vs proxy training"),
+    Bench("proxy_fidelity", "bench/proxy_fidelity.py", ["--json"], ["--widths", "0.25,0.5", "--json"],
+          x_proxy_fidelity, what="proxy ranking vs the ShuffleNet paper's 21 networks"),
     Bench("lut_accuracy", "bench/lut_accuracy.py", [],
           ["--n", "20", "--groups", "3", "--kernels", "3", "--calibrate", "4", "--min-time", "0.1", "--clock", "cpu"],
           x_lut, what="LUT latency prediction vs measurement"),

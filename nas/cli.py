@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "export": "nas.commands.export",
     "device": "nas.commands.device",
     "lut": "nas.commands.lut",
+    "fidelity": "nas.commands.fidelity",
 }
 
 

@@ -219,7 +219,8 @@ def evaluate(
         return v
 
     stopped: int | None = None
-    if exp.zero_cost or exp.needs_training:
+    wants_naswot = "naswot" in exp.objectives
+    if exp.zero_cost or exp.needs_training or wants_naswot:
         from objectives.accuracy import resolve_device
         from search_spaces import build_model
 
@@ -235,14 +236,22 @@ def evaluate(
 
         seed_everything(exp.train.seed)
         model = build_model(proxy).to(device)  # built on the CPU (the same init everywhere), moved once
-        if exp.zero_cost:
+        if exp.zero_cost or wants_naswot:
             check_time("before zero-cost")
             t2 = time.perf_counter()
             from objectives.zero_cost import zero_cost_scores
 
             x, y = data.train.tensors[0][:64], data.train.tensors[1][:64]
-            put("zero_cost", {k: float(v) for k, v in zero_cost_scores(model, x, y, seed=exp.train.seed).items()})
+            zc = {k: float(v) for k, v in zero_cost_scores(
+                model, x, y, proxies=None if exp.zero_cost else ["naswot"], seed=exp.train.seed).items()}
+            put("zero_cost", zc)
             put("time_zero_cost_s", time.perf_counter() - t2)
+            if wants_naswot:
+                if not math.isfinite(zc["naswot"]):
+                    raise RuntimeError(f"NASWOT score is not finite ({zc['naswot']}): the 64 proxy images "
+                                       "include duplicates or the network collapses them")
+                put("naswot", zc["naswot"])
+                values["naswot"] = zc["naswot"]
         if not exp.needs_training:
             put("time_train_s", 0.0)
         else:
@@ -268,6 +277,7 @@ def evaluate(
             put("best_accuracy", float(tr.best_accuracy))
             put("epochs_run", int(tr.epochs_run))
             put("acc_history", [float(a) for _, a in tr.history])
+            put("train_loss_mean", float(tr.mean_train_loss))
             put("time_train_s", time.perf_counter() - t3)
             put("images_per_second", float(tr.images_per_second))
             values = with_score(acc)

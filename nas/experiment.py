@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from nas.common import UserError
 
-OBJECTIVE_NAMES = ("accuracy", "mmacs", "latency_ms", "params", "score")
+OBJECTIVE_NAMES = ("accuracy", "mmacs", "latency_ms", "params", "score", "naswot")
 SAMPLERS = ("tpe", "nsga2", "nsga3", "random")
 LATENCY_BACKENDS = ("torch", "onnxruntime", "remote", "lut", "none")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -118,6 +118,8 @@ class TrainSection(_Strict):
     #: auto = the first CUDA device when there is one (each local worker gets its own), else the CPU
     device: str = "auto"
     amp: bool = False  # mixed precision on CUDA
+    warmup_steps: int = Field(0, ge=0)
+    bn_recalibrate: int = Field(0, ge=0)
 
     @field_validator("device")
     @classmethod
@@ -193,7 +195,7 @@ class Experiment(_Strict):
     space: SpaceConfig = SpaceConfig()
     deploy: DeployConfig = DeployConfig()
     budget: BudgetConfig
-    objectives: list[Literal["accuracy", "mmacs", "latency_ms", "params", "score"]] = ["accuracy", "mmacs"]
+    objectives: list[Literal["accuracy", "mmacs", "latency_ms", "params", "score", "naswot"]] = ["accuracy", "mmacs"]
     score: ScoreConfig | None = None
     data: DataConfig = DataConfig()
     train: TrainSection = TrainSection()
@@ -253,6 +255,13 @@ class Experiment(_Strict):
     @property
     def needs_training(self) -> bool:
         return bool({"accuracy", "score"} & set(self.objectives))
+
+    @property
+    def quality(self) -> str | None:
+        """The objective that stands for "how good": trained accuracy, else the NASWOT score."""
+        if self.needs_training:
+            return "accuracy"
+        return "naswot" if "naswot" in self.objectives else None
 
     def build_space(self) -> Any:
         from search_spaces import get_space

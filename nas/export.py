@@ -486,9 +486,12 @@ def export_trial(
     }
     files = ["model.py", "arch.json"]
     if weights and wpath is not None:
-        _copy_weights(wpath, out, chosen)
+        model = _copy_weights(wpath, out, chosen)
         files += ["weights.safetensors", "state_dict.pt"]
         meta["weights"] = {"source": str(wpath), "files": ["weights.safetensors", "state_dict.pt"]}
+        test_acc = held_out_accuracy(model, exp) if isinstance(exp, dict) and exp else None
+        if test_acc is not None:  # reported here only: selecting on it would make it a validation figure
+            meta["test_accuracy"] = test_acc
     if onnx:
         (out / "model.onnx").write_bytes(onnx_bytes(out / "model.py", input_chw, out / "weights.safetensors"
                                                     if weights else None))
@@ -496,7 +499,7 @@ def export_trial(
         meta["onnx"] = {"file": "model.onnx", "input": [1, *input_chw], "opset": 17}
     (out / "arch.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
     return {"trial": number, "out": str(out), "files": files, "exported": meta["exported"], "reason": reason,
-            "objectives": meta["objectives"], "arch_id": chosen.arch_id}
+            "objectives": meta["objectives"], "arch_id": chosen.arch_id, "test_accuracy": meta.get("test_accuracy")}
 
 
 def load_module(path: Path) -> Any:
@@ -514,7 +517,23 @@ def load_module(path: Path) -> Any:
     return mod
 
 
-def _copy_weights(src: Path, out: Path, arch: Arch) -> None:
+def held_out_accuracy(model: Any, experiment: dict[str, Any]) -> float | None:
+    """Top-1 of trained weights on the dataset's held-out test split (CIFAR's test batch), which no
+    search ever reads; None when the dataset has no such split or cannot be loaded here."""
+    from nas.evaluate import proxy_data
+    from nas.experiment import Experiment
+    from objectives.accuracy import evaluate_accuracy
+
+    try:
+        data = proxy_data(Experiment.from_stored(experiment))
+    except (ValueError, TypeError, KeyError):
+        return None
+    if data.test is None or len(data.test) == 0:
+        return None
+    return float(evaluate_accuracy(model, *data.test.tensors))
+
+
+def _copy_weights(src: Path, out: Path, arch: Arch) -> Any:
     """weights.safetensors as is; state_dict.pt for torch.load(weights_only=True). Checked against the arch."""
     import torch
     from safetensors.torch import load_file
@@ -533,6 +552,7 @@ def _copy_weights(src: Path, out: Path, arch: Arch) -> None:
         raise UserError(f"{src}: weights do not match trial's arch {arch.arch_id} ({first})") from None
     shutil.copyfile(src, out / "weights.safetensors")
     torch.save({k: v.contiguous() for k, v in sd.items()}, out / "state_dict.pt")
+    return model
 
 
 def onnx_bytes(model_py: Path, input_chw: tuple[int, int, int], weights: Path | None) -> bytes:

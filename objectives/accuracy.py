@@ -35,6 +35,7 @@ __all__ = [
     "TrainingDiverged",
     "evaluate_accuracy",
     "resolve_device",
+    "recalibrate_bn",
     "seed_everything",
     "train_proxy",
 ]
@@ -111,6 +112,8 @@ class TrainConfig:
     device: str = "auto"
     #: mixed precision (float16 autocast + gradient scaling) on CUDA; no effect on the CPU
     amp: bool = False
+    warmup_steps: int = 0  # linear warm-up from 0 before the schedule (counted in SGD steps)
+    bn_recalibrate: int = 0  # training batches that re-estimate BN statistics before each evaluation
 
     def __post_init__(self) -> None:
         _num("epochs", self.epochs, low=1, integer=True)
@@ -137,6 +140,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if not isinstance(self.amp, bool):
             raise ValueError(f"TrainConfig.amp must be true or false, got {self.amp!r}")
+        _num("warmup_steps", self.warmup_steps, low=0, integer=True)
+        _num("bn_recalibrate", self.bn_recalibrate, low=0, integer=True)
         if not isinstance(self.nesterov, bool):
             raise ValueError(f"TrainConfig.nesterov must be true or false, got {self.nesterov!r}")
         if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
@@ -169,6 +174,7 @@ class TrainResult:
     train_loss: float = float("nan")
     train_seconds: float = 0.0
     images_seen: int = 0
+    mean_train_loss: float = float("nan")  # over every step (Ru et al. 2021's sum of training losses / steps)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -194,13 +200,39 @@ def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def _lr_factor(schedule: str, step: int, total: int) -> float:
+def _lr_factor(schedule: str, step: int, total: int, warmup: int = 0) -> float:
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    step, total = step - warmup, total - warmup
     if schedule == "constant" or total <= 0:
         return 1.0
     t = min(step, total) / total
     if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * t))
     return 1.0 - t  # linear
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, x: torch.Tensor, batches: int, batch_size: int, gen: torch.Generator) -> None:
+    """Re-estimate BatchNorm running statistics as a plain average over `batches` training
+    batches with the final weights: after a short, fast-moving run the EMA statistics lag
+    the weights and penalise deep nets most."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns or batches <= 0:
+        return
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    model.train()
+    device = _model_device(model)
+    try:
+        for _ in range(batches):
+            idx = torch.randint(0, len(x), (batch_size,), generator=gen)
+            model(x.index_select(0, idx.to(x.device)).to(device))
+    finally:
+        for m, mom in zip(bns, saved, strict=True):
+            m.momentum = mom
 
 
 @torch.inference_mode()
@@ -253,6 +285,7 @@ def train_proxy(model: nn.Module, data: ProxyData, config: TrainConfig | None = 
     history: list[tuple[int, float]] = []
     stopped = False
     last_loss = float("nan")
+    all_loss_sum = 0.0
     step = 0
     try:
         if cfg.threads is not None and cfg.threads != prev_threads:
@@ -280,7 +313,7 @@ def train_proxy(model: nn.Module, data: ProxyData, config: TrainConfig | None = 
                 for b in range(batches_per_epoch):
                     idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
                     xb, yb = x_train.index_select(0, idx), y_train.index_select(0, idx)
-                    factor = _lr_factor(cfg.schedule, step, total_steps)
+                    factor = _lr_factor(cfg.schedule, step, total_steps, cfg.warmup_steps)
                     for g, base in zip(optimizer.param_groups, base_lrs, strict=True):
                         g["lr"] = base * factor
                     with torch.autocast("cuda", dtype=torch.float16) if amp else contextlib.nullcontext():
@@ -304,6 +337,9 @@ def train_proxy(model: nn.Module, data: ProxyData, config: TrainConfig | None = 
                 train_seconds += time.perf_counter() - t0
                 images_seen += loss_count
                 last_loss = loss_sum / max(loss_count, 1)
+                all_loss_sum += loss_sum
+                if cfg.bn_recalibrate:
+                    recalibrate_bn(model, x_train, cfg.bn_recalibrate, cfg.batch_size, gen)
                 acc = evaluate_accuracy(model, x_val, y_val, cfg.eval_batch_size)
                 history.append((epoch, acc))
                 if report is not None and report(epoch, acc):
@@ -328,4 +364,5 @@ def train_proxy(model: nn.Module, data: ProxyData, config: TrainConfig | None = 
         train_loss=last_loss,
         train_seconds=train_seconds,
         images_seen=images_seen,
+        mean_train_loss=all_loss_sum / images_seen if images_seen else float("nan"),
     )

@@ -9,7 +9,9 @@ Datasets (see `DATASETS`):
   ``resolution`` (32 by default).
 - ``cifar10`` / ``cifar100``: the official python pickle format from a local folder
   (``cifar-10-batches-py/`` / ``cifar-100-python/``), unpickled by a restricted unpickler
-  that refuses every global except the three numpy array reconstructors.
+  that refuses every global except the three numpy array reconstructors. Validation is a
+  seeded stratified split of the training batches (10% unless ``val_size``); the test batch
+  is kept apart as ``ProxyData.test``, which nothing in a search reads.
 - ``imagefolder``: ``root/train/<class>/*.png|jpg`` and ``root/val/<class>/...`` (Pillow).
 
 Every failure is a `DataError` (a `ValueError`) with one line naming the file or field,
@@ -66,6 +68,8 @@ class ProxyData:
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
     info: dict[str, Any] = field(default_factory=dict, compare=False)
+    #: held-out test images (CIFAR's test batch); read by nothing in a search, only for exported trials
+    test: TensorDataset | None = field(default=None, compare=False)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -151,14 +155,18 @@ def _check_resolution(resolution: int | None) -> None:
 def _make(name: str, train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
           num_classes: int, classes: Sequence[str], resolution: int | None, native: int,
           mean: Sequence[float] | None = None, std: Sequence[float] | None = None, scale: float = 255.0,
-          info: dict[str, Any] | None = None) -> ProxyData:
+          info: dict[str, Any] | None = None, test: tuple[np.ndarray, np.ndarray] | None = None) -> ProxyData:
     res = resolution if resolution is not None else native
     xt, mean_t, std_t = _to_tensor(train_x, res, mean, std, scale)
     xv, _, _ = _to_tensor(val_x, res, mean_t, std_t, scale)
     yt = torch.as_tensor(np.asarray(train_y, dtype=np.int64))
     yv = torch.as_tensor(np.asarray(val_y, dtype=np.int64))
+    test_set = None
+    if test is not None:
+        xs, _, _ = _to_tensor(test[0], res, mean_t, std_t, scale)
+        test_set = TensorDataset(xs, torch.as_tensor(np.asarray(test[1], dtype=np.int64)))
     return ProxyData(TensorDataset(xt, yt), TensorDataset(xv, yv), num_classes, int(xt.shape[1]), res, name,
-                     tuple(classes), mean_t, std_t, dict(info or {}))
+                     tuple(classes), mean_t, std_t, dict(info or {}), test_set)
 
 
 def _split_pool(name: str, x: np.ndarray, y: np.ndarray, *, train_size: int | None, val_size: int | None,
@@ -398,7 +406,7 @@ def _load_cifar(spec: _CifarSpec, *, root: Path | None, train_size: int | None, 
                         f"{spec.folder}/")
     xs, ys = zip(*(_read_cifar_batch(folder / f, spec) for f in spec.train_files), strict=True)
     train_x, train_y = np.concatenate(xs), np.concatenate(ys)
-    val_x, val_y = _read_cifar_batch(folder / spec.test_file, spec)
+    test_x, test_y = _read_cifar_batch(folder / spec.test_file, spec)
     classes: list[str] = [str(i) for i in range(spec.num_classes)]
     meta_path = folder / spec.meta_file
     if meta_path.is_file():
@@ -406,10 +414,15 @@ def _load_cifar(spec: _CifarSpec, *, root: Path | None, train_size: int | None, 
         names = meta.get(spec.names_key) if isinstance(meta, dict) else None
         if isinstance(names, list) and len(names) == spec.num_classes:
             classes = [n.decode("utf-8", "replace") if isinstance(n, bytes) else str(n) for n in names]
-    tr = _subset(train_y, train_size, "train_size", seed, f"{spec.name} train ({folder})")
-    va = _subset(val_y, val_size, "val_size", seed + 1, f"{spec.name} test ({folder})")
-    return _make(spec.name, train_x[tr], train_y[tr], val_x[va], val_y[va], spec.num_classes, classes,
-                 resolution, 32, spec.mean, spec.std, info={"source": str(folder)})
+    # validation comes from the training batches (10% by default), never from the test batch: a search
+    # selects on its validation figure, so taking it from the test set would select on the test set
+    tr, va = _split_pool(f"{spec.name} training batches ({folder})", train_x, train_y, train_size=train_size,
+                         val_size=val_size, default_val=max(1, len(train_y) // 10), seed=seed)
+    n_test = None if val_size is None or val_size >= len(test_y) else val_size
+    te = _subset(test_y, n_test, "val_size", seed + 2, f"{spec.name} test ({folder})")
+    return _make(spec.name, train_x[tr], train_y[tr], train_x[va], train_y[va], spec.num_classes, classes,
+                 resolution, 32, spec.mean, spec.std, test=(test_x[te], test_y[te]),
+                 info={"source": str(folder), "val_from": "training batches", "test_from": spec.test_file})
 
 
 def _load_cifar10(**kw: Any) -> ProxyData:

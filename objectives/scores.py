@@ -36,6 +36,8 @@ OBJECTIVES: dict[str, Objective] = {
         Objective("latency_ms", "minimize", "ms", "Latency (ms, median)"),
         Objective("params", "minimize", "Mparams", "Parameters (millions)"),
         Objective("score", "maximize", "", "Scalarised score acc*(lat/T)^w"),
+        # zero-cost ranking signal (Mellor et al. 2021): no training; see README "Proxy fidelity"
+        Objective("naswot", "maximize", "log-det", "NASWOT score at initialisation (no training)"),
     )
 }
 

@@ -141,3 +141,27 @@ def test_config_round_trip() -> None:
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="unknown field"):
         TrainConfig.from_dict({"epochz": 3})
+
+
+def test_warmup_then_schedule() -> None:
+    from objectives.accuracy import _lr_factor
+
+    f = [_lr_factor("cosine", s, 20, warmup=4) for s in range(20)]
+    assert f[:4] == pytest.approx([0.2, 0.4, 0.6, 0.8])  # linear ramp, never 0
+    assert f[4] == pytest.approx(1.0) and f[-1] < 0.05 and all(a >= b for a, b in zip(f[4:], f[5:], strict=False))
+    assert [_lr_factor("cosine", s, 20) for s in range(3)][0] == 1.0  # no warm-up: unchanged
+
+
+def test_bn_recalibration_rewrites_running_stats(small: ProxyData) -> None:
+    from objectives.accuracy import recalibrate_bn
+
+    seed_everything(0)
+    m = tiny_cnn()
+    bn = m[1]
+    bn.running_mean.fill_(5.0)
+    recalibrate_bn(m, small.train.tensors[0], batches=4, batch_size=64, gen=torch.Generator().manual_seed(0))
+    assert float(bn.running_mean.abs().max()) < 5.0 and bn.momentum == 0.1  # momentum restored
+    cfg = TrainConfig(epochs=1, batch_size=64, lr=0.05, seed=0, bn_recalibrate=3, warmup_steps=2)
+    r1, r2 = _run(small, cfg), _run(small, cfg)
+    assert r1.accuracy == r2.accuracy and r1.mean_train_loss == r2.mean_train_loss  # still deterministic
+    assert r1.mean_train_loss > 0

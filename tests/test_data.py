@@ -122,17 +122,18 @@ def test_cifar10_pickle_folder(tmp_path: Path) -> None:
     folder = _write_cifar10(tmp_path)
     d = load_dataset("cifar10", root=tmp_path)
     assert (d.num_classes, d.in_channels, d.resolution) == (10, 3, 32)
-    assert d.train.tensors[0].shape == (30, 3, 32, 32)
-    assert d.val.tensors[0].shape == (8, 3, 32, 32)
+    assert d.train.tensors[0].shape == (27, 3, 32, 32)  # 30 training images less the 10% validation
+    assert d.val.tensors[0].shape == (3, 3, 32, 32)
+    assert d.test is not None and d.test.tensors[0].shape == (8, 3, 32, 32)
     assert d.classes[0] == "airplane" and d.classes[9] == "truck"
-    assert d.val.tensors[1].tolist() == list(range(8))
+    assert d.test.tensors[1].tolist() == list(range(8))
     # pixel layout: row-major 1024 red, then green, then blue
     with open(folder / "test_batch", "rb") as fh:
         raw = pickle.load(fh, encoding="bytes")[b"data"]
     img = raw[0].reshape(3, 32, 32).astype(np.float32) / 255.0
     mean = np.array(d.mean, dtype=np.float32)[:, None, None]
     std = np.array(d.std, dtype=np.float32)[:, None, None]
-    np.testing.assert_allclose(d.val.tensors[0][0].numpy(), (img - mean) / std, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(d.test.tensors[0][0].numpy(), (img - mean) / std, rtol=1e-5, atol=1e-5)
     # root may also point at the batches folder itself; subsets and resizing work
     d2 = load_dataset("cifar10", root=folder, train_size=10, val_size=4, resolution=16)
     assert d2.train.tensors[0].shape == (10, 3, 16, 16) and d2.val.tensors[0].shape == (4, 3, 16, 16)
@@ -153,8 +154,60 @@ def test_cifar100_pickle_folder(tmp_path: Path) -> None:
                      b"coarse_label_names": [f"s{i}".encode() for i in range(20)]}, fh)
     d = load_dataset("cifar100", root=tmp_path)
     assert d.num_classes == 100 and d.classes[5] == "c5"
-    assert d.train.tensors[0].shape == (20, 3, 32, 32) and d.val.tensors[0].shape == (10, 3, 32, 32)
+    assert d.train.tensors[0].shape == (18, 3, 32, 32) and d.val.tensors[0].shape == (2, 3, 32, 32)
+    assert d.test is not None and d.test.tensors[0].shape == (10, 3, 32, 32)
     assert int(d.train.tensors[1].max()) < 100
+
+
+def _write_id_cifar(tmp_path: Path) -> None:
+    """CIFAR-10 pickles whose every image carries its own id in its first three pixels:
+    training ids 0..199, test ids 1000..1049."""
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+
+    def batch(ids: range, label: str) -> dict:
+        data = np.zeros((len(ids), 3072), dtype=np.uint8)
+        for k, i in enumerate(ids):
+            data[k, :3] = (i // 65536, (i // 256) % 256, i % 256)
+        return {b"batch_label": label.encode(), b"labels": [i % 10 for i in ids], b"data": data}
+
+    for b in range(1, 6):
+        with open(folder / f"data_batch_{b}", "wb") as fh:
+            pickle.dump(batch(range((b - 1) * 40, b * 40), f"training batch {b} of 5"), fh)
+    with open(folder / "test_batch", "wb") as fh:
+        pickle.dump(batch(range(1000, 1050), "testing batch 1 of 1"), fh, protocol=4)
+
+
+def test_cifar_validation_is_disjoint_from_test_batch(tmp_path: Path) -> None:
+    """Validation ids must all come from the training batches and none from the test batch
+    (architectures are selected on val)."""
+    _write_id_cifar(tmp_path)
+
+    def ids(d: ProxyData, split: str) -> set[int]:
+        x = getattr(d, split).tensors[0][:, :, 0, :3]  # first three pixels of the red row
+        raw = x[:, 0, :] * d.std[0] + d.mean[0]
+        v = (raw * 255).round().long()
+        return {int(a) * 65536 + int(b) * 256 + int(c) for a, b, c in v.tolist()}
+
+    for kw in ({}, {"val_size": 30}, {"val_size": 12, "train_size": 50, "seed": 3}):
+        d = load_dataset("cifar10", root=tmp_path, **kw)
+        val, train, test = ids(d, "val"), ids(d, "train"), ids(d, "test")
+        assert len(val) == len(d.val) and val <= set(range(200)), kw
+        assert not val & set(range(1000, 1050)) and not val & train, kw
+        assert test <= set(range(1000, 1050)) and len(test) == len(d.test), kw
+
+
+def test_held_out_test_figure_for_exports_only(tmp_path: Path) -> None:
+    from nas.export import held_out_accuracy
+    from search_spaces import build_model, preset
+
+    _write_id_cifar(tmp_path)
+    model = build_model(preset("shufflenet_v1_g3_x0_25").for_proxy(in_channels=3, num_classes=10, resolution=32))
+    exp = {"name": "t", "budget": {"max_mmacs": 40}, "data": {"name": "cifar10", "root": str(tmp_path)}}
+    acc = held_out_accuracy(model, exp)
+    assert acc is not None and 0.0 <= acc <= 1.0
+    assert held_out_accuracy(model, {**exp, "data": {"name": "default", "train_size": 50, "val_size": 20}}) is None
+    assert held_out_accuracy(model, {**exp, "data": {"name": "cifar10", "root": str(tmp_path / "gone")}}) is None
 
 
 class _Evil:
@@ -199,9 +252,9 @@ def test_missing_cifar_folder_one_line(tmp_path: Path) -> None:
 def test_cifar_subset_too_large(tmp_path: Path) -> None:
     _write_cifar10(tmp_path)
     with pytest.raises(DataError) as exc:
-        load_dataset("cifar10", root=tmp_path, val_size=9)
+        load_dataset("cifar10", root=tmp_path, val_size=30)
     msg = _one_line(exc)
-    assert "val_size=9" in msg and "8" in msg
+    assert "val_size=30" in msg and "30" in msg
 
 
 def test_download_only_for_cifar() -> None:
@@ -269,7 +322,7 @@ def test_download_extracts_official_tarball(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setitem(data_mod._CIFAR, "cifar10", spec)
     dest = tmp_path / "dest"
     d = load_dataset("cifar10", root=dest, download=True)
-    assert d.train.tensors[0].shape == (30, 3, 32, 32)
+    assert d.train.tensors[0].shape == (27, 3, 32, 32)
     assert (dest / "cifar-10-batches-py" / "data_batch_5").is_file()
 
 
@@ -317,7 +370,7 @@ def test_python2_format_batch_loads(tmp_path: Path) -> None:
     data = np.random.default_rng(5).integers(0, 256, size=(8, 3072), dtype=np.uint8)
     (folder / "test_batch").write_bytes(_py2_cifar_batch(data, [9, 8, 7, 6, 5, 4, 3, 2]))
     d = load_dataset("cifar10", root=tmp_path)
-    assert d.val.tensors[1].tolist() == [9, 8, 7, 6, 5, 4, 3, 2]
+    assert d.test is not None and d.test.tensors[1].tolist() == [9, 8, 7, 6, 5, 4, 3, 2]
     img = data[3].reshape(3, 32, 32).astype(np.float32) / 255.0
     expect = (img - np.array(d.mean, dtype=np.float32)[:, None, None]) / np.array(d.std, dtype=np.float32)[:, None, None]
-    np.testing.assert_allclose(d.val.tensors[0][3].numpy(), expect, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(d.test.tensors[0][3].numpy(), expect, rtol=1e-5, atol=1e-5)

@@ -66,12 +66,18 @@ def run(args: argparse.Namespace) -> int:
             except OSError as e:
                 raise UserError(f"cannot write {flag} ({e.__class__.__name__}: {e})") from None
             written.append(flag)
+    fidelity = study.user_attrs.get("fidelity")
     if args.json:
         import json
 
-        print(json.dumps(_as_json(info, written), indent=2, default=str))
+        print(json.dumps({**_as_json(info, written), "fidelity": fidelity}, indent=2, default=str))
         return 0
     _print(info, written)
+    from nas.fidelity import describe_summary
+
+    line = describe_summary(fidelity)
+    if line:
+        print(line)
     return 0
 
 

@@ -97,6 +97,11 @@ def run_experiment(exp: Experiment, *, as_json: bool = False, show_progress: boo
     if summary.feasible_share is not None:
         print(f"feasible share (within budget): {summary.feasible_share:.0%}")
     print(f"results: {url}  (run dir {exp.run_dir})")
+    from nas.fidelity import search_note
+
+    note = search_note(exp)
+    if note:
+        print(note)
     print("next:")
     print(f"  shufflenas pareto {exp.study_name} --storage {url}")
     print(f"  shufflenas export {exp.study_name} --storage {url} --pick knee --out exported/")

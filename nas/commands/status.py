@@ -30,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
     workers = int(exp.get("search", {}).get("workers", 1) or 1)
     s = summarize(study, None, workers)
     d = {**s.to_dict(), "storage": redact(url), "objectives": study.metric_names,
-         "backend": study.user_attrs.get("backend"), "knee": knee(study), "train_devices": train_devices(study)}
+         "backend": study.user_attrs.get("backend"), "knee": knee(study), "train_devices": train_devices(study),
+         "fidelity": study.user_attrs.get("fidelity")}
     if args.json:
         print(json.dumps(d, indent=2))
         return 0
@@ -49,6 +50,10 @@ def run(args: argparse.Namespace) -> int:
                                         for dev, n in d["train_devices"].items()))
     if s.median_trial_s is not None:
         print(f"median trial {s.median_trial_s:.1f} s; ETA {eta_text(s.eta_s) if s.done < s.target else 'done'}")
+    from nas.fidelity import describe_summary
+
+    print(describe_summary(d["fidelity"]) or "proxy fidelity: not measured (run `shufflenas fidelity EXPERIMENT.yaml "
+          f"--study {s.study_name}`)")
     return 0
 
 
