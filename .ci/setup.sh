@@ -26,6 +26,11 @@ if [ ! -x "$VENV/bin/python" ]; then "$PY" -m venv "$VENV"; fi
 # Pin torch first: an unpinned torch would pull a multi-GB CUDA build.
 "$VENV/bin/pip" install -q torch==2.13.0 2>&1 | grep -v "is ignored" || true
 "$VENV/bin/pip" install -q -e ".[dev]" 2>&1 | grep -v "is ignored" || true
+# Test-only: torchvision's model files, beside (not in) site-packages, without its deps. Its
+# PyPI wheel's compiled ops fail to load beside the CPU torch and would then break ptflops'
+# own `import torchvision.ops`; tests/test_torchvision_parity.py imports just the models.
+"$VENV/bin/pip" install -q --no-deps --upgrade --target "$VENV/torchvision-models" "torchvision==0.28.*" 2>&1 \
+    | grep -v "is ignored" || true
 "$VENV/bin/python" -c "import torch, optuna, ray, ptflops, pandas, onnxruntime, nas, objectives, search_spaces" \
     || { echo "setup: the virtual environment is incomplete" >&2; exit 1; }
 

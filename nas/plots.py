@@ -14,6 +14,15 @@ if TYPE_CHECKING:
 BUDGET_KEYS: dict[str, str] = {"mmacs": "max_mmacs", "latency_ms": "max_latency_ms"}
 
 
+def _label(preset: str) -> str:
+    """A reference preset's name without its family prefix (g3_x0_5), short enough for a plot."""
+    from search_spaces import family_of_preset
+
+    fam = family_of_preset(preset)
+    prefix = f"{fam.Arch.FAMILY}_" if fam is not None else ""
+    return preset.removeprefix(prefix)
+
+
 def axis_label(info: ParetoInfo, name: str) -> str:
     unit = info.units.get(name, "")
     arrow = "↑" if info.directions[info.objectives.index(name)] == "maximize" else "↓"
@@ -67,7 +76,7 @@ def _png2d(info: ParetoInfo, path: Path) -> None:
     if len(r):
         ax.scatter(r[x], r[y], marker="*", s=120, c="#ff7f0e", zorder=5, label="paper presets")
         for name, xv, yv in zip(_names(r), r[x], r[y], strict=False):
-            ax.annotate(name.replace("shufflenet_v1_", ""), (xv, yv), textcoords="offset points", xytext=(5, 4),
+            ax.annotate(_label(name), (xv, yv), textcoords="offset points", xytext=(5, 4),
                         fontsize=8, color="#a04000")
     for obj, line in ((x, ax.axvline), (y, ax.axhline)):
         key = BUDGET_KEYS.get(obj)
@@ -102,7 +111,7 @@ def _png3d(info: ParetoInfo, path: Path) -> None:
     if len(r):
         ax.scatter(r[x], r[y], r[z], marker="*", s=120, c="#ff7f0e", label="paper presets")
         for name, a, b, c in zip(_names(r), r[x], r[y], r[z], strict=False):
-            ax.text(a, b, c, name.replace("shufflenet_v1_", ""), fontsize=7, color="#a04000")
+            ax.text(a, b, c, _label(name), fontsize=7, color="#a04000")
     ax.set_xlabel(axis_label(info, x))
     ax.set_ylabel(axis_label(info, y))
     ax.set_zlabel(axis_label(info, z))
@@ -152,7 +161,7 @@ def _html(info: ParetoInfo, path: Path) -> None:
     if len(r):
         fig.add_trace(trace(r, "paper presets", mode="markers+text",
                             textposition="top center", marker=dict(color="#ff7f0e", size=10, symbol="diamond")))
-        fig.data[-1].update(text=[n.replace("shufflenet_v1_", "") for n in _names(r)],
+        fig.data[-1].update(text=[_label(n) for n in _names(r)],
                             hovertext=_hover(r, info), hoverinfo="text")
     if not three:
         for obj, axis in zip(objs, ("x", "y"), strict=False):

@@ -16,7 +16,7 @@ def describe_best(best: dict[str, float]) -> str:
         elif name == "latency_ms":
             parts.append(f"{v:.2f} ms")
         elif name == "params":
-            parts.append(f"{v / 1e6:.2f} M params")
+            parts.append(f"{v:.3f} Mparams")  # the objective is in millions already
         else:
             parts.append(f"{name} {v:.4g}")
     return ", ".join(parts) or "-"

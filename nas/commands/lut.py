@@ -69,9 +69,10 @@ def _list(arg: str, text: str, kind: type) -> list[Any]:
 
 def space_from_args(args: argparse.Namespace) -> Any:
     from search_spaces import get_space
+    from search_spaces.registry import DEFAULT_FAMILY
 
     bounds: dict[str, Any] = {}
-    name = "shufflenet_v1"
+    name = DEFAULT_FAMILY
     if args.space_file:
         try:
             with open(args.space_file, encoding="utf-8") as f:
