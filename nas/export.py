@@ -46,7 +46,7 @@ Objective values ({io_note}):
 
 How it was found: {found}
 
-Usage:
+Usage (import it as a module: its dataclasses need it in sys.modules, as any module's do):
     import torch, model
     net = model.build().eval()
     logits = net(torch.randn(1, {in_channels}, {example_hw}, {example_hw}))

@@ -181,7 +181,7 @@ def test_model_py_runs_with_only_torch(tmp_path: Path) -> None:
     script = (
         "import sys, importlib.util\n"
         "spec = importlib.util.spec_from_file_location('model', 'model.py')\n"
-        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+        "m = importlib.util.module_from_spec(spec); sys.modules['model'] = m; spec.loader.exec_module(m)\n"
         "import torch\n"
         "net = m.build().eval()\n"
         "out = net(torch.randn(1, 3, 224, 224))\n"
