@@ -201,3 +201,42 @@ def test_resnext_reference_set_is_valid_and_at_equal_complexity() -> None:
         macs = analytic_macs(arch)
         base.setdefault(e["tags"]["depth"], macs)
         assert abs(macs / base[e["tags"]["depth"]] - 1) < 0.05, e["id"]
+
+
+def test_experiment_space_is_validated_by_the_family_space() -> None:
+    from nas.experiment import ExperimentError, validate_experiment
+
+    base = {"name": "t", "budget": {"max_mmacs": 400}}
+    exp = validate_experiment({**base, "space": {"family": "resnext", "cardinalities": [4, 32]}}, "f.yaml")
+    assert exp.build_space().cardinalities == (4, 32)
+    old = validate_experiment({**base, "space": {"name": "shufflenet_v1", "groups": [3]}}, "f.yaml")
+    assert old.space["family"] == "shufflenet_v1"  # the old key is an alias
+    for space, message in (
+        ({"family": "resnext", "groups": [1]}, "f.yaml: space.groups: is not a known key of this family"),
+        ({"family": "resnext", "cardinalities": [3]}, "f.yaml: space.cardinalities: 3 is not one of"),
+        ({"family": "alexnet"}, "f.yaml: space: family 'alexnet' is not one of"),
+        ({"family": "resnext", "name": "resnext"}, "f.yaml: space: give family (or its old alias name), not both"),
+    ):
+        with pytest.raises(ExperimentError) as e:
+            validate_experiment({**base, "space": space}, "f.yaml")
+        assert str(e.value).startswith(message) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_latency_table_parts_cover_the_space_and_chain_to_the_model(family: str) -> None:
+    from objectives.latency.lut import arch_parts, enumerate_parts
+
+    space = small_space(family, small_input=True, num_classes=10)
+    shape = (3, *HW)
+    keys = {p.key for p in enumerate_parts(space, shape)}
+    for arch in archs(family, 3, seed=6, small_input=True, num_classes=10):
+        parts = arch_parts(arch, shape)
+        assert {p.key for p in parts} <= keys  # every part of a sampled arch is in the table
+        x = torch.randn(1, *shape)
+        model = build_model(arch).eval()
+        with torch.no_grad():
+            y = x
+            for p in parts:
+                assert tuple(y.shape[1:]) == p.input_shape
+                y = p.module()(y)
+            assert y.shape == model(x).shape
