@@ -242,3 +242,18 @@ def test_latency_table_parts_cover_the_space_and_chain_to_the_model(family: str)
                 assert tuple(y.shape[1:]) == p.input_shape
                 y = p.module()(y)
             assert y.shape == model(x).shape
+
+
+def test_lut_build_takes_a_family() -> None:
+    import subprocess
+    import sys
+
+    def lut(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "nas", "lut", "build", "--count", *args],
+                              capture_output=True, text=True, timeout=120)
+
+    ok = lut("--family", "shufflenet_v2", "--widths", "0.5", "--kernels", "3,5", "--input", "3x64x64")
+    assert ok.returncode == 0 and "distinct parts" in ok.stdout + ok.stderr
+    bad = lut("--family", "resnext", "--groups", "3")
+    assert bad.returncode == 2 and "family 'resnext' has no such bound" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
