@@ -467,6 +467,11 @@ class SpaceBase:
             if not 1 <= rr[0] <= rr[1] <= high:
                 raise ValueError(f"space.repeats[{i}]: 1 <= low <= high <= {high} must hold, got {list(rr)}")
 
+    def _check_ints(self, name: str, low: int, high: int) -> None:
+        for v in getattr(self, name):
+            if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+                raise ValueError(f"space.{name}: {v!r} must be an integer in [{low}, {high}]")
+
     def _check_choices(self, name: str, allowed: Sequence[Any]) -> None:
         for v in getattr(self, name):
             if v not in allowed or isinstance(v, bool):

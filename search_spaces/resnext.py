@@ -224,8 +224,9 @@ class ResNeXtSpace(SpaceBase):
     def __post_init__(self) -> None:
         self._freeze()
         self._nonempty("cardinalities", "base_widths", "widths", "repeats")
-        self._check_choices("cardinalities", (1, 2, 4, 8, 16, 32, 64))
-        self._check_choices("base_widths", (2, 4, 8, 16, 32, 64))
+        # any positive ints: the paper's equal-complexity pairs use base widths 14, 24 and 40
+        self._check_ints("cardinalities", 1, 128)
+        self._check_ints("base_widths", 1, 256)
         self._check_widths()
         self._check_repeats(self.repeats, high=40)
 
