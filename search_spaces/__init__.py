@@ -7,6 +7,7 @@ an architecture's `family`.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from torch import nn
@@ -33,32 +34,23 @@ register_family(_v2)
 register_family(_resnext)
 
 
-class _Presets(dict):
+class _Presets(Mapping[str, str]):
     """Every registered preset name -> its family name (a live view, in registration order)."""
 
     def _all(self) -> dict[str, str]:
         return {n: f for f in list_families() for n in get_family(f).PRESETS}
 
-    def __contains__(self, name: object) -> bool:
-        return name in self._all()
+    def __getitem__(self, name: str) -> str:
+        return self._all()[name]
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[str]:
         return iter(self._all())
 
     def __len__(self) -> int:
         return len(self._all())
 
-    def __getitem__(self, name: str) -> str:
-        return self._all()[name]
 
-    def keys(self) -> Any:
-        return self._all().keys()
-
-    def items(self) -> Any:
-        return self._all().items()
-
-
-PRESETS: dict[str, str] = _Presets()
+PRESETS: Mapping[str, str] = _Presets()
 
 
 def preset(name: str) -> Any:
