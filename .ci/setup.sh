@@ -43,6 +43,10 @@ if [ ! -x "$VENV/bin/python" ]; then "$PY" -m venv "$VENV"; fi
 pip_install torch==2.13.0
 if [ "$TEST" = 1 ]; then
     pip_install -e ".[dev]"
+    # Test-only: torchvision's model files, beside (not in) site-packages, without its deps. Its
+    # PyPI wheel's compiled ops fail to load beside the CPU torch and would then break ptflops'
+    # own `import torchvision.ops`; tests/test_torchvision_parity.py imports just the models.
+    pip_install --no-deps --upgrade --target "$VENV/torchvision-models" "torchvision==0.28.*"
     "$VENV/bin/python" -c "import torch, optuna, ray, psycopg2, optuna_dashboard, pytest, nas, objectives, search_spaces" \
         || { echo "setup: the virtual environment is incomplete" >&2; exit 1; }
 else

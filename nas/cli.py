@@ -7,7 +7,7 @@ import importlib
 import sys
 
 from nas import __version__
-from nas.common import UserError
+from nas.errors import UserError
 
 #: (command, module) — a command is imported only when used, so `--help` stays fast.
 COMMANDS: dict[str, str] = {

@@ -5,16 +5,17 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
-from search_spaces import PRESETS, Arch, preset
+from nas.errors import UserError
+
+__all__ = ["UserError", "load_arch", "parse_input", "positive_int"]
 
 
-class UserError(Exception):
-    """Bad input: printed as one line, exit code 2, no traceback."""
+def load_arch(spec: str) -> Any:
+    """A preset name (of any family) or a path to an arch JSON file."""
+    from search_spaces import PRESETS, ArchBase, preset
 
-
-def load_arch(spec: str) -> Arch:
-    """A preset name or a path to an arch JSON file."""
     if spec in PRESETS:
         return preset(spec)
     path = Path(spec)
@@ -32,7 +33,7 @@ def load_arch(spec: str) -> Arch:
         if isinstance(data, dict) and "arch" in data and isinstance(data["arch"], dict):
             data = data["arch"]  # accept export's arch.json wrapper too
         try:
-            return Arch.from_dict(data, source=spec)
+            return ArchBase.from_dict(data, source=spec)
         except (ValueError, TypeError) as e:
             msg = str(e)
             raise UserError(msg if msg.startswith(spec) else f"{spec}: {msg}") from None

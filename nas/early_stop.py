@@ -115,10 +115,11 @@ def vector_at(user_attrs: Mapping[str, Any], epoch: int, objective_names: Sequen
         if name == "accuracy":
             out.append(acc)
         elif name in STATIC_OBJECTIVES:
-            v = user_attrs.get(name)
+            # parameters are recorded as a raw count ("n_params"; "params" in older studies),
+            # the objective is in millions (objectives.scores)
+            v = user_attrs.get("n_params", user_attrs.get("params")) if name == "params" else user_attrs.get(name)
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 return None
-            # the "params" user attr is a raw count; the objective is in millions (objectives.scores)
             out.append(float(v) / 1e6 if name == "params" else float(v))
         elif name == "score":
             lat = user_attrs.get("latency_ms")

@@ -169,7 +169,7 @@ def evaluate(
     put("arch", arch.to_json())
     put("arch_id", arch.arch_id)
     put("mmacs", mmacs)
-    put("params", params)
+    put("n_params", params)  # a raw count; the "params" objective is in millions
     put("time_macs_s", time.perf_counter() - t0)
     values: dict[str, float] = {"mmacs": mmacs, "params": params / 1e6}  # objective unit: Mparams
     b = exp.budget

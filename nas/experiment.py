@@ -8,7 +8,6 @@ mapping *before* validation, so a bad flag gets the same one-line error as a bad
 
 from __future__ import annotations
 
-import itertools
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -18,8 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from nas.common import UserError
 
 OBJECTIVE_NAMES = ("accuracy", "mmacs", "latency_ms", "params", "score", "naswot")
-SAMPLERS = ("tpe", "nsga2", "nsga3", "random")
-LATENCY_BACKENDS = ("torch", "onnxruntime", "remote", "lut", "none")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
@@ -29,19 +26,6 @@ class ExperimentError(UserError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SpaceConfig(_Strict):
-    """Bounds of the search space (deploy channels/classes come from `deploy`)."""
-
-    name: str = "shufflenet_v1"
-    groups: list[int] = [1, 2, 3, 4, 8]
-    per_stage_groups: bool = False
-    widths: list[float] = [0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0]
-    repeats: list[list[int]] = [[2, 6], [4, 10], [2, 6]]
-    placements: list[str] = ["before_dw"]
-    kernels: list[int] = [3]
-    bottleneck_ratios: list[float] = [0.25]
 
 
 class DeployConfig(_Strict):
@@ -192,7 +176,7 @@ class EarlyStoppingConfig(_Strict):
 class Experiment(_Strict):
     name: str
     description: str | None = None
-    space: SpaceConfig = SpaceConfig()
+    space: dict[str, Any] = Field(default_factory=dict, validate_default=True)
     deploy: DeployConfig = DeployConfig()
     budget: BudgetConfig
     objectives: list[Literal["accuracy", "mmacs", "latency_ms", "params", "score", "naswot"]] = ["accuracy", "mmacs"]
@@ -212,6 +196,28 @@ class Experiment(_Strict):
         if not _NAME.match(v):
             raise ValueError(f"must be letters, digits, '_', '.', '-' (max 100), got {v!r}")
         return v
+
+    @field_validator("space", mode="before")
+    @classmethod
+    def _space(cls, v: Any) -> dict[str, Any]:
+        """`family` picks the module whose space validates the other keys (`name` is its old alias)."""
+        from search_spaces import get_family, list_families
+        from search_spaces.registry import DEFAULT_FAMILY
+
+        if v is None:
+            v = {}
+        if not isinstance(v, dict):
+            raise ValueError(f"must be a mapping such as {{family: resnext, widths: [0.5, 1.0]}}, got {v!r}")
+        v = dict(v)
+        if "name" in v and "family" in v:
+            raise ValueError("give family (or its old alias name), not both")
+        family = v.pop("family", v.pop("name", DEFAULT_FAMILY))
+
+        try:
+            get_family(family)
+        except ValueError:
+            raise ValueError(f"family {family!r} is not one of {list_families()}") from None
+        return {"family": family, **v}
 
     @field_validator("objectives")
     @classmethod
@@ -264,13 +270,13 @@ class Experiment(_Strict):
         return "naswot" if "naswot" in self.objectives else None
 
     def build_space(self) -> Any:
-        from search_spaces import get_space
+        """The family's space, validated by the space itself (errors name the key)."""
+        from search_spaces import get_family
 
         c, _, _ = self.deploy.shape
-        bounds = self.space.model_dump()
-        name = bounds.pop("name")
-        bounds["repeats"] = [tuple(r) for r in bounds["repeats"]]
-        return get_space(name, **bounds, in_channels=c, num_classes=self.deploy.classes, small_input=False)
+        bounds = dict(self.space)
+        family = get_family(bounds.pop("family"))
+        return family.Space.from_config(bounds, in_channels=c, num_classes=self.deploy.classes, small_input=False)
 
     def fits(self, arch: Any) -> bool:
         """MACs budget at the deploy input (analytic, microseconds)."""
@@ -406,26 +412,10 @@ def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -
 def mmacs_range(exp: Experiment) -> tuple[float, float]:
     """Smallest and largest MACs any architecture in the space can have (analytic)."""
     from objectives.flops import analytic_macs
-    from search_spaces import make_arch
 
-    s = exp.space
-    c, h, w = exp.deploy.shape
-    n = len(s.repeats)
-    group_sets = itertools.product(s.groups, repeat=n) if s.per_stage_groups else ((g,) * n for g in s.groups)
-    lo, hi = float("inf"), 0.0
-    for gs in group_sets:
-        for width, reps, k, ratio in (
-            (min(s.widths), tuple(r[0] for r in s.repeats), min(s.kernels), min(s.bottleneck_ratios)),
-            (max(s.widths), tuple(r[1] for r in s.repeats), max(s.kernels), max(s.bottleneck_ratios)),
-        ):
-            try:
-                arch = make_arch(groups=gs, width=width, repeats=reps, kernel=k, bottleneck_ratio=ratio,
-                                 in_channels=c, num_classes=exp.deploy.classes)
-            except ValueError:
-                continue
-            mm = analytic_macs(arch, (h, w)) / 1e6
-            lo, hi = min(lo, mm), max(hi, mm)
-    return lo, hi
+    _, h, w = exp.deploy.shape
+    mm = [analytic_macs(a, (h, w)) / 1e6 for a in exp.build_space().extremes()]
+    return (min(mm), max(mm)) if mm else (float("inf"), 0.0)
 
 
 def check_feasible(exp: Experiment, source: str) -> None:
@@ -448,25 +438,11 @@ def check_feasible(exp: Experiment, source: str) -> None:
         for i, name in enumerate(exp.reference_presets):
             if name not in PRESETS:
                 raise ExperimentError(f"{source}: reference_presets[{i}]: unknown preset {name!r} "
-                                      f"(form shufflenet_v1_g3_x0_5)")
+                                      f"(known: {', '.join(PRESETS)})")
             try:
                 reference_params(exp, name)
             except ValueError as e:
                 raise ExperimentError(f"{source}: reference_presets[{i}]: {e}") from None
-
-
-class _Replay:
-    def __init__(self, params: dict[str, Any]) -> None:
-        self.params = params
-
-    def suggest_categorical(self, name: str, choices: Any) -> Any:
-        return self.params[name]
-
-    def suggest_int(self, name: str, low: int, high: int) -> int:
-        return self.params[name]
-
-    def suggest_float(self, name: str, low: float, high: float) -> float:
-        return self.params[name]
 
 
 def reference_params(exp: Experiment, name: str) -> dict[str, Any]:
@@ -478,31 +454,12 @@ def reference_params(exp: Experiment, name: str) -> dict[str, Any]:
     c, h, w = exp.deploy.shape
     arch = preset(name).with_io(in_channels=c, num_classes=exp.deploy.classes, small_input=False)
     if not space.contains(arch):
-        raise ValueError(f"preset {name!r} is not in the search space (check space groups, widths, repeats)")
+        raise ValueError(f"preset {name!r} is not in the search space (check the space's family and bounds)")
     mm = analytic_macs(arch, (h, w)) / 1e6
     if not exp.fits(arch):
         raise ValueError(f"preset {name!r} is {mm:.1f} MMACs at {exp.deploy.input}, outside the budget "
                          f"[{exp.budget.min_mmacs or 0:g}, {exp.budget.max_mmacs:g}] MMACs")
-    st = arch.stages
-    stages = [f"stage{i + 2}" for i in range(len(st))]
-    p: dict[str, Any] = {}
-    s = exp.space
-    if s.per_stage_groups:
-        p.update({f"groups_{n}": x.groups for n, x in zip(stages, st, strict=False) if len(s.groups) > 1})
-    elif len(s.groups) > 1:
-        p["groups"] = st[0].groups
-    for n, x, (lo, hi) in zip(stages, st, s.repeats, strict=False):
-        if lo != hi:
-            p[f"repeats_{n}"] = x.repeats
-    if len(s.placements) > 1:
-        p["shuffle"] = st[0].shuffle
-    if len(s.kernels) > 1:
-        p.update({f"kernel_{n}": x.kernel for n, x in zip(stages, st, strict=False)})
-    if len(s.bottleneck_ratios) > 1:
-        p["bottleneck_ratio"] = st[0].bottleneck_ratio
-    # width_q: the quantile that selects the preset's width among the widths that fit
-    for q in [(i + 0.5) / 64 for i in range(64)]:
-        p["width_q"] = q
-        if space.sample(_Replay(p), exp.fits) == arch:
-            return p
-    raise ValueError(f"preset {name!r} cannot be reproduced by the sampler")
+    params = space.replay_params(arch, exp.fits)
+    if params is None:
+        raise ValueError(f"preset {name!r} cannot be reproduced by the sampler")
+    return params

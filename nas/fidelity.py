@@ -152,7 +152,7 @@ def train_entries(exp: Experiment, reference: ReferenceSet, *, cache_dir: Path |
                 res = evaluate(arch, fexp, run_dir=tmp)
                 a = res.attrs
                 row = {"arch_id": arch.arch_id, "accuracy": a.get("accuracy"), "mmacs": a["mmacs"],
-                       "params": a["params"] / 1e6, "zero_cost": a.get("zero_cost", {}),
+                       "params": a["n_params"] / 1e6, "zero_cost": a.get("zero_cost", {}),
                        "train_loss_mean": a.get("train_loss_mean"), "acc_history": a.get("acc_history"),
                        "cpu_s": time.process_time() - cpu0, "wall_s": time.perf_counter() - t0}
                 path.parent.mkdir(parents=True, exist_ok=True)

@@ -148,14 +148,6 @@ _TRIAL_CONSTRAINTS = hasattr(optuna.Trial, "set_constraint")
 CONSTRAINT_NAMES = ("mmacs_over_max", "mmacs_under_min", "latency_over_max")
 
 
-def set_constraints(trial: optuna.Trial, values: list[float]) -> None:
-    """Record the budget constraints (<= 0 feasible) where the sampler reads them."""
-    trial.set_user_attr("constraint", list(values))
-    if _TRIAL_CONSTRAINTS:
-        for name, v in zip(CONSTRAINT_NAMES, values, strict=True):
-            trial.set_constraint(name, float(v))
-
-
 def make_sampler(exp: Experiment, worker: int = 0) -> optuna.samplers.BaseSampler:
     """Sampler by name, seeded per worker (workers must not draw the same trials)."""
     s = exp.search

@@ -15,6 +15,15 @@ if TYPE_CHECKING:
 BUDGET_KEYS: dict[str, str] = {"mmacs": "max_mmacs", "latency_ms": "max_latency_ms"}
 
 
+def _label(preset: str) -> str:
+    """A reference preset's name without its family prefix (g3_x0_5), short enough for a plot."""
+    from search_spaces import family_of_preset
+
+    fam = family_of_preset(preset)
+    prefix = f"{fam.Arch.FAMILY}_" if fam is not None else ""
+    return preset.removeprefix(prefix)
+
+
 def axis_label(info: ParetoInfo, name: str) -> str:
     unit = info.units.get(name, "")
     arrow = "↑" if info.directions[info.objectives.index(name)] == "maximize" else "↓"
@@ -92,7 +101,7 @@ def _panel(ax, info: ParetoInfo, x: str, y: str, *, steps: bool) -> None:  # noq
     if len(r):
         ax.scatter(r[x], r[y], marker="*", s=120, c="#ff7f0e", zorder=5, label="paper presets")
         for name, xv, yv in zip(_names(r), r[x], r[y], strict=False):
-            ax.annotate(name.replace("shufflenet_v1_", ""), (xv, yv), textcoords="offset points", xytext=(5, 4),
+            ax.annotate(_label(name), (xv, yv), textcoords="offset points", xytext=(5, 4),
                         fontsize=8, color="#a04000")
     for obj, line in ((x, ax.axvline), (y, ax.axhline)):
         key = BUDGET_KEYS.get(obj)
@@ -141,7 +150,7 @@ def _html(info: ParetoInfo, path: Path) -> None:
     if len(r):
         fig.add_trace(trace(r, "paper presets", mode="markers+text",
                             textposition="top center", marker=dict(color="#ff7f0e", size=10, symbol="diamond")))
-        fig.data[-1].update(text=[n.replace("shufflenet_v1_", "") for n in _names(r)],
+        fig.data[-1].update(text=[_label(n) for n in _names(r)],
                             hovertext=_hover(r, info), hoverinfo="text")
     if not three:
         for obj, axis in zip(objs, ("x", "y"), strict=False):

@@ -28,7 +28,7 @@ UNITS: dict[str, tuple[str, str]] = {
 DIRECTIONS: dict[str, str] = {o.name: o.direction for o in OBJECTIVES.values()}
 #: per-trial user attrs copied into the frame as they are (study contract)
 TRIAL_ATTRS: tuple[str, ...] = (
-    "arch_id", "mmacs", "params", "latency_ms", "latency_p90_ms", "latency_spread", "latency_n",
+    "arch_id", "mmacs", "n_params", "latency_ms", "latency_p90_ms", "latency_spread", "latency_n",
     "latency_backend", "device", "accuracy", "epochs_run", "stopped_epoch", "time_macs_s", "time_latency_s",
     "time_train_s", "time_zero_cost_s", "time_eval_s", "best_accuracy", "fail_reason", "reference_preset",
     "weights",
@@ -138,48 +138,36 @@ def budget(study: optuna.Study) -> dict[str, float]:
     return {k: float(v) for k, v in b.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def _arch_fields(arch_json: str | None) -> dict[str, Any]:
-    from search_spaces import Arch
+def _arch_fields(arch_json: str | None, space: Any = None) -> dict[str, Any]:
+    """The family's summary columns, its name, and the space width that gives the arch
+    (budget-aware sampling records width_q, not width)."""
+    from search_spaces import ArchBase, family_of
 
     if not arch_json:
         return {}
     try:
-        arch = Arch.from_json(arch_json)
+        arch = ArchBase.from_json(arch_json)
     except ValueError:
         return {}
-
-    def join(values: list[Any]) -> str:
-        return str(values[0]) if len(set(values)) == 1 else "/".join(map(str, values))
-
-    st = arch.stages
-    return {
-        "groups": join([s.groups for s in st]),
-        "repeats": "/".join(str(s.repeats) for s in st),
-        "shuffle": join([s.shuffle for s in st]),
-        "kernel": join([s.kernel for s in st]),
-        "bottleneck_ratio": join([s.bottleneck_ratio for s in st]),
-        "stem": arch.stem_channels,
-        "channels": "/".join(str(s.out_channels) for s in st),
-    }
+    row = {"family": arch.family, **family_of(arch).summary(arch)}
+    width_of = getattr(space, "width_of", None)
+    if width_of is not None:
+        row["width"] = width_of(arch.with_io(in_channels=space.in_channels, num_classes=space.num_classes,
+                                             small_input=space.small_input))
+    return row
 
 
-def _width(row: dict[str, Any], widths: list[float]) -> float | None:
-    """The space width that gives this trial's channels (budget-aware sampling records width_q, not width)."""
-    from search_spaces import stage_channels
+def _space(d: Any) -> Any:
+    """The study's space (stored as its dict) or None when it cannot be rebuilt."""
+    from search_spaces import get_space
 
-    chans, groups = row.get("channels"), row.get("groups")
-    if not widths or not isinstance(chans, str) or groups is None:
+    if not isinstance(d, dict) or "name" not in d:
         return None
-    want = [int(c) for c in chans.split("/")]
-    gs = [int(g) for g in str(groups).split("/")]
-    gs = gs * len(want) if len(gs) == 1 else gs
-    for w in widths:
-        try:
-            if stage_channels(tuple(gs), float(w), len(want))[1] == want:
-                return float(w)
-        except (ValueError, KeyError):
-            continue
-    return None
+    d = dict(d)
+    try:
+        return get_space(d.pop("name"), **d)
+    except (TypeError, ValueError):
+        return None
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
@@ -193,19 +181,23 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     import pandas as pd
 
     names = objective_names(study)
-    space = study.user_attrs.get("space")
-    widths = [w for w in space.get("widths", []) if isinstance(w, (int, float))] if isinstance(space, dict) else []
+    space = _space(study.user_attrs.get("space"))
     rows: list[dict[str, Any]] = []
     for t in study.get_trials(deepcopy=False):
         ua = t.user_attrs
         row: dict[str, Any] = {"number": t.number, "state": t.state.name}
         for a in TRIAL_ATTRS:
             row[a] = ua.get(a)
+        n_params = ua.get("n_params", ua.get("params"))  # a raw count ("params" in older studies)
+        row["n_params"] = n_params
+        row["params"] = n_params / 1e6 if isinstance(n_params, (int, float)) else None  # one unit: millions
         if t.values is not None:
             for n, v in zip(names, t.values, strict=False):
                 row[n] = v
-        row.update(_arch_fields(ua.get("arch")))
-        row["width"] = t.params.get("width", _width(row, widths))
+        row.update(_arch_fields(ua.get("arch"), space))
+        if "width" in t.params:
+            row["width"] = t.params["width"]
+        row.setdefault("width", None)
         row["arch"] = ua.get("arch")
         dur = None
         if t.datetime_start and t.datetime_complete:

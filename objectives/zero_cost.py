@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from search_spaces import Arch, build_model
+from search_spaces import ArchBase, build_model
 
 #: Every proxy under one signature, `(model, images, labels) -> float`, higher is better.
 ProxyFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], float]
@@ -199,7 +199,7 @@ def zero_cost_scores(
 
 
 def arch_zero_cost(
-    arch: Arch,
+    arch: ArchBase,
     images: torch.Tensor,
     labels: torch.Tensor,
     *,

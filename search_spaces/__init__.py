@@ -1,28 +1,95 @@
-"""What can be searched: architecture types, space bounds, model builders."""
+"""What can be searched: architecture families, their spaces, builders and presets.
+
+Each family is one module; this file registers them by name and offers the generic
+entry points (`preset`, `build_model`, `get_space`, `Arch.from_dict`) that dispatch on
+an architecture's `family`.
+"""
 
 from __future__ import annotations
 
-from .arch import KERNELS, PLACEMENTS, Arch, StageSpec
-from .registry import get_space, list_spaces, register_space
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from torch import nn
+
+from . import resnext as _resnext
+from . import shufflenet_v1 as _v1
+from . import shufflenet_v2 as _v2
+from .core import ArchBase, Block, MacsPart, RandomTrial, SpaceBase
+from .registry import family_of, family_of_preset, get_family, get_space, list_families, list_spaces, register_family
 from .shuffle import channel_shuffle
-from .shufflenet_v1 import PRESETS, build_model, make_arch, preset, shufflenet_v1, stage_channels
-from .space import RandomTrial, ShuffleNetV1Space
+from .shufflenet_v1 import (
+    KERNELS,
+    PLACEMENTS,
+    Arch,
+    ShuffleNetV1Space,
+    StageSpec,
+    make_arch,
+    shufflenet_v1,
+    stage_channels,
+)
+
+register_family(_v1)
+register_family(_v2)
+register_family(_resnext)
+
+
+class _Presets(Mapping[str, str]):
+    """Every registered preset name -> its family name (a live view, in registration order)."""
+
+    def _all(self) -> dict[str, str]:
+        return {n: f for f in list_families() for n in get_family(f).PRESETS}
+
+    def __getitem__(self, name: str) -> str:
+        return self._all()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+
+PRESETS: Mapping[str, str] = _Presets()
+
+
+def preset(name: str) -> Any:
+    """A preset of any family by its torchvision-style name, e.g. `resnext50_32x4d`."""
+    fam = family_of_preset(name)
+    if fam is None:
+        known = ", ".join(PRESETS)
+        raise ValueError(f"unknown preset {name!r}; known presets: {known}")
+    return fam.preset(name)
+
+
+def build_model(arch: Any) -> nn.Module:
+    """The one builder: an architecture of any family in, an `nn.Module` out."""
+    return family_of(arch).build_model(arch)
+
 
 __all__ = [
     "KERNELS",
     "PLACEMENTS",
     "PRESETS",
-    "RandomTrial",
     "Arch",
+    "ArchBase",
+    "Block",
+    "MacsPart",
+    "RandomTrial",
     "ShuffleNetV1Space",
+    "SpaceBase",
     "StageSpec",
     "build_model",
     "channel_shuffle",
+    "family_of",
+    "family_of_preset",
+    "get_family",
     "get_space",
+    "list_families",
     "list_spaces",
     "make_arch",
     "preset",
-    "register_space",
+    "register_family",
     "shufflenet_v1",
     "stage_channels",
 ]

@@ -1,15 +1,146 @@
-"""ShuffleNet v1: blocks, model, channel rule, presets (timm's one-family-per-file order)."""
+"""ShuffleNet v1: architecture data, blocks, model, channel rule, presets, space, MACs, parts.
+
+One file per family (timm's order: data, blocks, model, helpers, presets, space). It
+imports only torch, the standard library, `core` and `shuffle`, so `shufflenas export`
+can ship this very code as a torch-only model.py.
+"""
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from .arch import Arch, StageSpec, round_to_multiple
+from .core import (
+    ArchBase,
+    Block,
+    MacsPart,
+    SpaceBase,
+    TrialLike,
+    cat,
+    check_int,
+    conv_out,
+    integer,
+    parse_records,
+    require,
+    round_to_multiple,
+    stem_out_hw,
+)
 from .shuffle import channel_shuffle
+
+PLACEMENTS: tuple[str, ...] = ("before_dw", "after_dw", "after_pw2", "both", "none")
+KERNELS: tuple[int, ...] = (3, 5, 7)
+
+# ---------------------------------------------------------------------------- architecture
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage: `repeats` units, the first with stride 2 (paper, Table 1)."""
+
+    out_channels: int
+    repeats: int
+    groups: int
+    shuffle: str = "before_dw"
+    kernel: int = 3
+    bottleneck_ratio: float = 0.25
+
+    def mid_channels(self) -> float:
+        """Bottleneck width; the official code uses out_channels // 4."""
+        return self.out_channels * self.bottleneck_ratio
+
+
+@dataclass(frozen=True)
+class Arch(ArchBase):
+    """A complete ShuffleNet v1 network.
+
+    `small_input` swaps the stride-2 stem conv and max-pool for a stride-1 conv, as for
+    32x32 proxy images; the body (stages) is unchanged, so proxy and deploy models share
+    every searched choice.
+    """
+
+    FAMILY: ClassVar[str] = "shufflenet_v1"
+
+    stem_channels: int
+    stages: tuple[StageSpec, ...]
+    in_channels: int = 3
+    num_classes: int = 1000
+    small_input: bool = False
+    family: str = field(default="shufflenet_v1")
+
+    @classmethod
+    def _parse(cls, data: dict[str, Any], source: str) -> Arch:
+        require(data, ("stem_channels", "stages"), source)
+        stages = parse_records(data, "stages", StageSpec, ("out_channels", "repeats", "groups"), source)
+        return cls(**{**data, "stages": stages})
+
+    # -- validation ------------------------------------------------------------------
+    def validate(self) -> Arch:
+        """Raise ValueError naming the stage, the field, the rule and the value."""
+        check_int("stem_channels", self.stem_channels, 1)
+        self._check_io()
+        if not isinstance(self.stages, tuple) or not self.stages:
+            raise ValueError("stages must be a non-empty tuple of StageSpec")
+        in_ch = self.stem_channels
+        for i, s in enumerate(self.stages):
+            name = f"stage {i + 2}"  # the paper numbers the first searched stage 2
+            check_int(f"{name}: out_channels", s.out_channels, 1)
+            check_int(f"{name}: repeats", s.repeats, 1)
+            check_int(f"{name}: groups", s.groups, 1)
+            if s.shuffle not in PLACEMENTS:
+                raise ValueError(f"{name}: shuffle must be one of {list(PLACEMENTS)}, got {s.shuffle!r}")
+            if s.kernel not in KERNELS:
+                raise ValueError(f"{name}: kernel must be one of {list(KERNELS)}, got {s.kernel!r}")
+            if isinstance(s.bottleneck_ratio, bool) or not isinstance(s.bottleneck_ratio, (int, float)) or not (
+                0 < s.bottleneck_ratio <= 1
+            ):
+                raise ValueError(f"{name}: bottleneck_ratio must be in (0, 1], got {s.bottleneck_ratio!r}")
+            g = s.groups
+            mid = s.mid_channels()
+            if s.out_channels % g:
+                raise ValueError(f"{name}: out_channels {s.out_channels} is not divisible by groups={g}")
+            if not float(mid).is_integer() or mid < 1:
+                if s.bottleneck_ratio == 0.25:
+                    raise ValueError(
+                        f"{name}: out_channels {s.out_channels} is not divisible by 4*groups={4 * g}"
+                    )
+                raise ValueError(
+                    f"{name}: out_channels*bottleneck_ratio must be a positive integer, "
+                    f"got {s.out_channels}*{s.bottleneck_ratio}={mid}"
+                )
+            if int(mid) % g:
+                if s.bottleneck_ratio == 0.25:
+                    raise ValueError(
+                        f"{name}: out_channels {s.out_channels} is not divisible by 4*groups={4 * g}"
+                    )
+                raise ValueError(
+                    f"{name}: bottleneck channels {int(mid)} (out_channels*bottleneck_ratio) "
+                    f"are not divisible by groups={g}"
+                )
+            if s.out_channels <= in_ch:
+                raise ValueError(
+                    f"{name}: out_channels {s.out_channels} must exceed its input channels {in_ch} "
+                    "(the stride-2 unit concatenates the input with new channels)"
+                )
+            if (s.out_channels - in_ch) % g:
+                raise ValueError(
+                    f"{name}: out_channels - input channels = {s.out_channels}-{in_ch} is not "
+                    f"divisible by groups={g}"
+                )
+            # the first pointwise conv of every stage but the first is grouped over its input
+            if i > 0 and in_ch % g:
+                raise ValueError(f"{name}: input channels {in_ch} are not divisible by groups={g}")
+            in_ch = s.out_channels
+        return self
+
+    @property
+    def out_channels(self) -> int:
+        return self.stages[-1].out_channels
+
 
 # ---------------------------------------------------------------------------- blocks
 
@@ -213,3 +344,226 @@ def preset(name: str) -> Arch:
         raise ValueError(f"unknown preset {name!r}{hint}; known presets: {', '.join(PRESETS)}")
     g, w = PRESETS[name]
     return shufflenet_v1(groups=g, width=w)
+
+
+# ---------------------------------------------------------------------------- space
+
+
+@dataclass(frozen=True)
+class ShuffleNetV1Space(SpaceBase):
+    """Bounds of the search. Defaults span the paper's knobs and a little beyond."""
+
+    groups: tuple[int, ...] = (1, 2, 3, 4, 8)
+    per_stage_groups: bool = False
+    widths: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
+    repeats: tuple[tuple[int, int], ...] = ((2, 6), (4, 10), (2, 6))
+    placements: tuple[str, ...] = ("before_dw",)
+    kernels: tuple[int, ...] = (3,)
+    bottleneck_ratios: tuple[float, ...] = (0.25,)
+    in_channels: int = 3
+    num_classes: int = 1000
+    small_input: bool = False
+    name: str = field(default="shufflenet_v1")
+
+    #: MACs do not grow monotonically with groups (the channel rule widens with them)
+    ENUMERATE: ClassVar[tuple[str, ...]] = ("groups",)
+
+    def __post_init__(self) -> None:
+        self._freeze()
+        self.validate()
+
+    def validate(self) -> None:
+        self._nonempty("groups", "widths", "placements", "kernels", "bottleneck_ratios", "repeats")
+        self._check_choices("groups", list(BASE_CHANNELS))
+        self._check_widths()
+        self._check_choices("placements", PLACEMENTS)
+        self._check_choices("kernels", KERNELS)
+        self._check_choices("bottleneck_ratios", (0.125, 0.25, 0.5))
+        self._check_repeats(self.repeats)
+
+    @property
+    def n_stages(self) -> int:
+        return len(self.repeats)
+
+    def _stages(self) -> list[str]:
+        return [f"stage{i + 2}" for i in range(self.n_stages)]
+
+    def _choose(self, trial: TrialLike) -> dict[str, Any]:
+        c: dict[str, Any] = {}
+        if self.per_stage_groups:
+            c.update({f"groups_{s}": cat(trial, f"groups_{s}", self.groups) for s in self._stages()})
+        else:
+            c["groups"] = cat(trial, "groups", self.groups)
+        c.update({f"repeats_{s}": integer(trial, f"repeats_{s}", *rr)
+                  for s, rr in zip(self._stages(), self.repeats, strict=True)})
+        c["shuffle"] = cat(trial, "shuffle", self.placements)
+        c.update({f"kernel_{s}": cat(trial, f"kernel_{s}", self.kernels) for s in self._stages()})
+        c["bottleneck_ratio"] = cat(trial, "bottleneck_ratio", self.bottleneck_ratios)
+        return c
+
+    def _build(self, c: dict[str, Any], width: float) -> Arch:
+        st = self._stages()
+        groups = tuple(c[f"groups_{s}"] for s in st) if self.per_stage_groups else (c["groups"],) * len(st)
+        return make_arch(
+            groups=groups, width=width, repeats=tuple(c[f"repeats_{s}"] for s in st), shuffle=c["shuffle"],
+            kernel=tuple(c[f"kernel_{s}"] for s in st), bottleneck_ratio=c["bottleneck_ratio"],
+            in_channels=self.in_channels, num_classes=self.num_classes, small_input=self.small_input,
+        )
+
+    def decode(self, arch: Arch) -> dict[str, Any] | None:
+        st = arch.stages
+        if (not isinstance(arch, Arch) or len(st) != self.n_stages or len({s.shuffle for s in st}) > 1
+                or len({s.bottleneck_ratio for s in st}) > 1
+                or (not self.per_stage_groups and len({s.groups for s in st}) > 1)):
+            return None
+        c: dict[str, Any] = {}
+        for name, s in zip(self._stages(), st, strict=True):
+            if self.per_stage_groups:
+                c[f"groups_{name}"] = s.groups
+            c[f"repeats_{name}"] = s.repeats
+            c[f"kernel_{name}"] = s.kernel
+        if not self.per_stage_groups:
+            c["groups"] = st[0].groups
+        c["shuffle"], c["bottleneck_ratio"] = st[0].shuffle, st[0].bottleneck_ratio
+        return c
+
+    def lut_archs(self, classes: int | None = None, in_channels: int | None = None) -> list[Arch]:
+        """One arch per combination of the choices that change a part; repeats cut to <= 2.
+
+        Two units per stage cover both of a stage's unit kinds (stride 2 first, stride 1
+        after), so longer repeats add no new part.
+        """
+        n = self.n_stages
+        group_sets = (list(itertools.product(self.groups, repeat=n)) if self.per_stage_groups
+                      else [(g,) * n for g in self.groups])
+        repeats = tuple(min(hi, 2) for _lo, hi in self.repeats)
+        archs = []
+        for gs, width, ratio, placement, ks in itertools.product(
+            group_sets, self.widths, self.bottleneck_ratios, self.placements,
+            itertools.product(self.kernels, repeat=n),
+        ):
+            try:
+                archs.append(make_arch(
+                    groups=gs, width=width, repeats=repeats, shuffle=placement, kernel=ks, bottleneck_ratio=ratio,
+                    in_channels=in_channels or self.in_channels,
+                    num_classes=classes if classes is not None else self.num_classes, small_input=self.small_input,
+                ))
+            except ValueError:
+                continue  # a combination the channel rule cannot build; sampling cannot produce it either
+        return archs
+
+
+# ---------------------------------------------------------------------------- MACs, params, parts
+
+
+def macs_breakdown(arch: Arch, input_hw: tuple[int, int] = (224, 224)) -> list[MacsPart]:
+    """Per-part MACs (conv + linear multiply-adds): stem, each stage, head."""
+    h, w = input_hw
+    s = 1 if arch.small_input else 2
+    stem = conv_out(h, 3, s, 1) * conv_out(w, 3, s, 1) * arch.stem_channels * arch.in_channels * 9
+    h1, w1 = stem_out_hw(h, w, arch.small_input)
+    parts = [MacsPart("stem", (h, w), (h1, w1), stem, arch.stem_channels, "conv3x3")]
+    in_ch = arch.stem_channels
+    for si, st in enumerate(arch.stages):
+        mid = int(st.mid_channels())
+        g, k = st.groups, st.kernel
+        start = (h1, w1)
+        total = 0
+        for r in range(st.repeats):
+            stride = 2 if r == 0 else 1
+            g1 = 1 if (si == 0 and r == 0) else g
+            branch_out = st.out_channels - in_ch if stride == 2 else st.out_channels
+            total += h1 * w1 * mid * (in_ch // g1)  # pw1 at input resolution
+            h1, w1 = conv_out(h1, k, stride, k // 2), conv_out(w1, k, stride, k // 2)
+            total += h1 * w1 * mid * k * k  # depthwise
+            total += h1 * w1 * branch_out * (mid // g)  # pw2
+            in_ch = st.out_channels
+        detail = f"{st.repeats} units, g{g}, k{k}, {st.shuffle}, mid {mid}"
+        parts.append(MacsPart(f"stage{si + 2}", start, (h1, w1), total, st.out_channels, detail))
+    parts.append(MacsPart("head", (h1, w1), (1, 1), in_ch * arch.num_classes, arch.num_classes, "FC"))
+    return parts
+
+
+def analytic_params(arch: Arch) -> int:
+    """Parameter count (conv, BN affine, classifier without bias) without building."""
+    n = arch.in_channels * arch.stem_channels * 9 + 2 * arch.stem_channels
+    in_ch = arch.stem_channels
+    for si, st in enumerate(arch.stages):
+        mid = int(st.mid_channels())
+        for r in range(st.repeats):
+            g1 = 1 if (si == 0 and r == 0) else st.groups
+            branch_out = st.out_channels - in_ch if r == 0 else st.out_channels
+            n += mid * (in_ch // g1) + 2 * mid
+            n += mid * st.kernel**2 + 2 * mid
+            n += branch_out * (mid // st.groups) + 2 * branch_out
+            in_ch = st.out_channels
+    return n + in_ch * arch.num_classes
+
+
+def summary(arch: Arch) -> dict[str, Any]:
+    """Flat columns for result tables (one value, or a/b/c when stages differ)."""
+    def join(values: list[Any]) -> str:
+        return str(values[0]) if len(set(values)) == 1 else "/".join(map(str, values))
+
+    st = arch.stages
+    return {
+        "groups": join([s.groups for s in st]),
+        "repeats": "/".join(str(s.repeats) for s in st),
+        "shuffle": join([s.shuffle for s in st]),
+        "kernel": join([s.kernel for s in st]),
+        "bottleneck_ratio": join([s.bottleneck_ratio for s in st]),
+        "stem": arch.stem_channels,
+        "channels": "/".join(str(s.out_channels) for s in st),
+    }
+
+
+def _block(kind: str, in_ch: int, out_ch: int, h: int, w: int, **kw: Any) -> Block:
+    spec: dict[str, Any] = {"kind": kind, "in_ch": in_ch, "out_ch": out_ch, "h": h, "w": w, "mid": 0, "groups": 1,
+                            "first_grouped": True, "stride": 1, "kernel": 3, "placement": "none",
+                            "small_input": False, **kw}
+    hw = f"{h}x{w}"
+    if kind == "stem":
+        key = f"stem:in={in_ch},out={out_ch},small={int(spec['small_input'])},hw={hw}"
+    elif kind == "head":
+        key = f"head:in={in_ch},classes={out_ch},hw={hw}"
+    else:
+        key = (f"unit:in={in_ch},out={out_ch},mid={spec['mid']},g={spec['groups']},fg={int(spec['first_grouped'])},"
+               f"s={spec['stride']},k={spec['kernel']},p={spec['placement']},hw={hw}")
+    return Block(key, (in_ch, h, w), tuple(spec.items()))
+
+
+def blocks(arch: Arch, input_shape: tuple[int, int, int]) -> list[Block]:
+    """Every timeable part of `arch` in order, repeated units included (a LUT sums them)."""
+    c, h, w = input_shape
+    out = [_block("stem", c, arch.stem_channels, h, w, small_input=arch.small_input)]
+    h, w = stem_out_hw(h, w, arch.small_input)
+    in_ch = arch.stem_channels
+    for si, st in enumerate(arch.stages):
+        for r in range(st.repeats):
+            stride = 2 if r == 0 else 1
+            out.append(_block("unit", in_ch, st.out_channels, h, w, mid=int(st.mid_channels()), groups=st.groups,
+                              first_grouped=not (si == 0 and r == 0), stride=stride, kernel=st.kernel,
+                              placement=st.shuffle))
+            h, w = conv_out(h, st.kernel, stride, st.kernel // 2), conv_out(w, st.kernel, stride, st.kernel // 2)
+            in_ch = st.out_channels
+    out.append(_block("head", in_ch, arch.num_classes, h, w))
+    return out
+
+
+def block_module(spec: dict[str, Any]) -> nn.Module:
+    """A part as its own module, built from the same layers as the full model."""
+    if spec["kind"] == "stem":
+        small = spec["small_input"]
+        return nn.Sequential(
+            nn.Conv2d(spec["in_ch"], spec["out_ch"], 3, 1 if small else 2, 1, bias=False),
+            nn.BatchNorm2d(spec["out_ch"]), nn.ReLU(inplace=True), nn.Identity() if small else nn.MaxPool2d(3, 2, 1),
+        ).eval()
+    if spec["kind"] == "head":
+        return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1),
+                             nn.Linear(spec["in_ch"], spec["out_ch"], bias=False)).eval()
+    return ShuffleUnit(spec["in_ch"], spec["out_ch"], groups=spec["groups"], stride=spec["stride"],
+                       shuffle=spec["placement"], kernel=spec["kernel"], mid_ch=spec["mid"],
+                       first_grouped=spec["first_grouped"]).eval()
+
+
+Space = ShuffleNetV1Space

@@ -136,7 +136,7 @@ def _make_study(tmp: Path, name: str = "unit", n: int = 14, seed: int = 0) -> tu
         arch = space.sample(t)
         archs.append(arch)
         mm = analytic_macs(arch) / 1e6
-        attrs = {"arch": arch.to_json(), "arch_id": arch.arch_id, "mmacs": mm, "params": analytic_params(arch),
+        attrs = {"arch": arch.to_json(), "arch_id": arch.arch_id, "mmacs": mm, "n_params": analytic_params(arch),
                  "latency_backend": "onnxruntime", "device": "test-cpu", "latency_n": 20, "time_train_s": 1.0}
         if mm > exp["budget"]["max_mmacs"]:
             study.add_trial(optuna.trial.create_trial(

@@ -66,7 +66,7 @@ def test_optuna_dashboard_serves_a_shufflenas_study(tmp_path: Path, tiny_yaml: C
         assert s["state"] == t.state.name.capitalize()
         assert {p["name"]: p["param_external_value"] for p in s["params"]} == {k: str(v) for k, v in t.params.items()}
         attrs = {a["key"] for a in s["user_attrs"]}
-        assert {"arch", "arch_id", "mmacs", "params", "worker", "constraint"} <= attrs
+        assert {"arch", "arch_id", "mmacs", "n_params", "worker", "constraint"} <= attrs
         if t.state == TrialState.COMPLETE:
             assert s["values"] == pytest.approx(t.values)
             assert {"accuracy", "time_train_s"} <= attrs

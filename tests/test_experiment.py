@@ -84,7 +84,7 @@ def test_overrides_and_roundtrip(tmp_path: Path) -> None:
 
 
 def test_reference_params_reproduce_the_preset() -> None:
-    from nas.experiment import _Replay
+    from search_spaces.core import FixedTrial as _Replay
     from search_spaces import preset
 
     exp = load_experiment(ROOT / "experiments" / "quickstart.yaml")

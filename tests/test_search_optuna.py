@@ -41,7 +41,7 @@ def test_tiny_search_follows_the_study_contract(tmp_path: Path, tiny_yaml: Calla
     assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == 3
     for t in (t for t in trials if t.state == TrialState.COMPLETE):
         a = t.user_attrs
-        for key in ("arch", "arch_id", "mmacs", "params", "latency_ms", "latency_p90_ms", "latency_spread",
+        for key in ("arch", "arch_id", "mmacs", "n_params", "latency_ms", "latency_p90_ms", "latency_spread",
                     "latency_n", "latency_backend", "device", "accuracy", "epochs_run", "time_macs_s",
                     "time_latency_s", "time_train_s"):
             assert key in a, key

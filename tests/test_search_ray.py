@@ -74,7 +74,7 @@ def test_ray_search_records_study_contract(tmp_path, monkeypatch) -> None:
     assert states <= {TrialState.COMPLETE, TrialState.PRUNED}, [(t.number, t.state, t.user_attrs) for t in trials]
     for t in trials:
         ua = t.user_attrs
-        assert {"arch", "arch_id", "mmacs", "params", "constraint"} <= set(ua)
+        assert {"arch", "arch_id", "mmacs", "n_params", "constraint"} <= set(ua)
         assert ua["mmacs"] < 2.0 and t.params  # budget-aware sampling; params recorded for the sampler
         if t.state == TrialState.COMPLETE:
             assert t.values == [ua["accuracy"], ua["mmacs"]]

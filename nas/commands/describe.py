@@ -12,7 +12,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "describe",
         help="show an architecture: stages, output sizes, MMACs, params",
-        description="Describe a preset (e.g. shufflenet_v1_g3_x1_0) or an arch JSON file.",
+        description="Describe a preset of any family (e.g. resnext50_32x4d) or an arch JSON file.",
     )
     p.add_argument("arch", metavar="PRESET|ARCH.json")
     p.add_argument("--input", default="3x224x224", help="deploy input CxHxW (default 3x224x224)")
@@ -32,31 +32,28 @@ def run(args: argparse.Namespace) -> int:
     arch = arch.with_io(in_channels=c, num_classes=classes, small_input=args.small_input or arch.small_input)
     parts = macs_breakdown(arch, (h, w))
     total = sum(p.macs for p in parts)
+    n_params = analytic_params(arch)
     result = {
         "arch_id": arch.arch_id,
+        "family": arch.family,
         "input": [c, h, w],
         "classes": classes,
-        "stem_channels": arch.stem_channels,
-        "stages": [
-            {
-                "name": part.name,
-                **s.__dict__,
-                "output": [s.out_channels, *part.out_hw],
-                "mmacs": part.macs / 1e6,
-            }
-            for s, part in zip(arch.stages, parts[1:-1], strict=False)
+        "parts": [
+            {"name": p.name, "detail": p.detail, "output": [p.out_channels, *p.out_hw], "mmacs": p.macs / 1e6}
+            for p in parts
         ],
-        "stem_mmacs": parts[0].macs / 1e6,
-        "head_mmacs": parts[-1].macs / 1e6,
         "mmacs": total / 1e6,
-        "params": analytic_params(arch),
+        "n_params": n_params,
+        "mparams": n_params / 1e6,
         "arch": arch.to_dict(),
     }
     if not args.no_ptflops:
-        from objectives.flops import ptflops_macs
+        from objectives.flops import count_params, hook_macs, ptflops_macs
         from search_spaces import build_model
 
         model = build_model(arch)
+        result["hook_mmacs"] = hook_macs(model, (c, h, w)) / 1e6
+        result["model_n_params"] = count_params(model)
         result["ptflops_aten_mmacs"] = ptflops_macs(model, (c, h, w), "aten") / 1e6
         result["ptflops_pytorch_mmacs"] = ptflops_macs(model, (c, h, w), "pytorch") / 1e6
     if args.json:
@@ -70,22 +67,18 @@ def _print_table(name: str, r: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"{name}  (arch_id {r['arch_id']}, input {'x'.join(map(str, r['input']))})")
-    for col in ("stage", "channels", "repeats", "groups", "shuffle", "kernel", "output", "MMACs"):
-        t.add_column(col, justify="right" if col not in ("stage", "shuffle") else "left")
-    t.add_row("stem", str(r["stem_channels"]), "1", "1", "-", "3", "", f"{r['stem_mmacs']:.2f}")
-    for s in r["stages"]:
-        t.add_row(
-            s["name"], str(s["out_channels"]), str(s["repeats"]), str(s["groups"]), s["shuffle"],
-            str(s["kernel"]), "x".join(map(str, s["output"])), f"{s['mmacs']:.2f}",
-        )
-    t.add_row("head (FC)", str(r["classes"]), "", "", "", "", "", f"{r['head_mmacs']:.2f}")
+    t = Table(title=f"{name}  ({r['family']}, arch_id {r['arch_id']}, input {'x'.join(map(str, r['input']))})")
+    for col in ("part", "configuration", "output", "MMACs"):
+        t.add_column(col, justify="right" if col in ("output", "MMACs") else "left")
+    for p in r["parts"]:
+        t.add_row(p["name"], p["detail"], "x".join(map(str, p["output"])), f"{p['mmacs']:.2f}")
     con = Console(width=None if Console().is_terminal else 110)
     con.print(t)
     con.print(f"total: [bold]{r['mmacs']:.2f} MMACs[/] (MFLOPs as in the paper: conv + FC multiply-adds)")
     if "ptflops_aten_mmacs" in r:
         con.print(
-            f"ptflops: aten {r['ptflops_aten_mmacs']:.2f} MMACs, "
+            f"forward hooks: {r['hook_mmacs']:.2f} MMACs; ptflops: aten {r['ptflops_aten_mmacs']:.2f} MMACs, "
             f"pytorch {r['ptflops_pytorch_mmacs']:.2f} MMACs (also counts BN/ReLU/pool)"
         )
-    con.print(f"params: {r['params']:,} ({r['params'] / 1e6:.2f} M)")
+    con.print(f"params: {r['n_params']:,} ({r['mparams']:.2f} M)"
+              + (f"; built model: {r['model_n_params']:,}" if "model_n_params" in r else ""))

@@ -14,8 +14,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "fidelity",
         help="train a reference set with an experiment's proxy and report how well it ranks them (Kendall tau)",
         description=(
-            "Train every architecture of a reference set (default: the ShuffleNet v1 paper's Tables 2 and 3, "
-            "21 networks with their ImageNet top-1) with EXPERIMENT's own proxy -- its data and train sections, "
+            "Train every architecture of a reference set (default: the bundled set of the experiment's family, "
+            "e.g. the ShuffleNet v1 paper's Tables 2 and 3, 21 networks with their ImageNet top-1) with EXPERIMENT's own proxy -- its data and train sections, "
             "through the same evaluate path a search uses -- and report Kendall tau (bootstrap 95%% interval), "
             "Spearman rho, the share of 'shuffle helps' pairs and of equal-MACs group pairs ordered as the "
             "reference orders them, beside the same figures for the free baselines (MACs, params, zero-cost "
@@ -23,8 +23,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("experiment", metavar="EXPERIMENT.yaml")
-    p.add_argument("--reference", default="shufflenet_v1_imagenet", metavar="NAME|FILE",
-                   help="bundled reference set name or a JSON file in the same format (default: %(default)s)")
+    p.add_argument("--reference", default=None, metavar="NAME|FILE",
+                   help="bundled reference set name or a JSON file in the same format (default: the bundled "
+                        "set of the experiment's family, FAMILY_imagenet)")
     p.add_argument("--against", default=None, metavar="LONG.yaml",
                    help="use a longer protocol's proxy accuracy on the same architectures as the reference")
     p.add_argument("--only", default=None, metavar="PREFIX[,PREFIX]",
@@ -70,8 +71,9 @@ def run(args: argparse.Namespace) -> int:
     _check_plots(args.plot)
     exp = load_experiment(args.experiment)
     against = load_experiment(args.against) if args.against else None
+    reference = args.reference or f"{exp.space['family']}_imagenet"  # each family ships its paper's table
     try:
-        ref = load_reference(args.reference)
+        ref = load_reference(reference)
     except ValueError as e:
         raise UserError(f"argument --reference: {e}") from None
     ref = _select(ref, args.only)

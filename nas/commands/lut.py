@@ -22,6 +22,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--device", default="local", help="'local' (ONNX Runtime here) or a device agent URL")
     b.add_argument("--token-file", default=None, help="device agent token file (remote)")
     b.add_argument("--space-file", default=None, help="JSON file with the space bounds (or {'space': {...}})")
+    b.add_argument("--family", default=None,
+                   help="architecture family, e.g. resnext (default: the space file's 'name', else the default)")
     b.add_argument("--groups", default=None, help="comma list, e.g. 3,8")
     b.add_argument("--widths", default=None, help="comma list, e.g. 0.5,1.0")
     b.add_argument("--kernels", default=None, help="comma list, e.g. 3,5")
@@ -69,9 +71,10 @@ def _list(arg: str, text: str, kind: type) -> list[Any]:
 
 def space_from_args(args: argparse.Namespace) -> Any:
     from search_spaces import get_space
+    from search_spaces.registry import DEFAULT_FAMILY
 
     bounds: dict[str, Any] = {}
-    name = "shufflenet_v1"
+    name = DEFAULT_FAMILY
     if args.space_file:
         try:
             with open(args.space_file, encoding="utf-8") as f:
@@ -87,6 +90,8 @@ def space_from_args(args: argparse.Namespace) -> Any:
         data = dict(data)
         name = data.pop("name", name)
         bounds.update(data)
+    if args.family:
+        name = args.family
     if args.groups:
         bounds["groups"] = _list("--groups", args.groups, int)
     if args.widths:
@@ -110,8 +115,12 @@ def space_from_args(args: argparse.Namespace) -> Any:
         bounds["per_stage_groups"] = True
     try:
         return get_space(name, **bounds)
-    except (TypeError, ValueError) as e:
+    except ValueError as e:
+        if "unknown family" in str(e):
+            raise UserError(f"argument --family: {e}") from None
         raise UserError(f"{args.space_file or 'space'}: {e}") from None
+    except TypeError as e:  # a knob the family does not have (e.g. --groups for resnext)
+        raise UserError(f"{args.space_file or 'space'}: family {name!r} has no such bound ({e})") from None
 
 
 def _backend(device: str, token_file: str | None, threads: int, config: Any) -> Any:

@@ -29,7 +29,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-_COLUMNS = ("groups", "channels", "repeats", "shuffle", "kernel", "stem", "latency_backend", "arch_id")
+#: architecture columns (each family fills its own; the table shows those the front has)
+_ARCH_COLUMNS = ("groups", "cardinality", "base_width", "channels", "repeats", "shuffle", "kernel")
+_COLUMNS = (*_ARCH_COLUMNS, "stem", "family", "latency_backend", "arch_id")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -134,21 +136,22 @@ def _print(info, written: list[str]) -> None:  # noqa: ANN001
     for o, d in zip(info.objectives, info.directions, strict=False):
         unit = info.units.get(o, "")
         t.add_column(f"{o} ({unit}) {'↑' if d == 'maximize' else '↓'}" if unit else o, justify="right")
-    for c in _COLUMNS[:5]:
+    shown = [c for c in _ARCH_COLUMNS if c in info.front.columns and info.front[c].notna().any()]
+    for c in shown:
         t.add_column(c)
     for _, r in info.front.iterrows():
         knee = r["number"] == info.knee
         t.add_row(
             f"{r['number']}{' knee' if knee else ''}",
             *[_fmt(r[o], o) for o in info.objectives],
-            *[_fmt(r.get(c), c) for c in _COLUMNS[:5]],
+            *[_fmt(r.get(c), c) for c in shown],
             style="bold" if knee else None,
         )
     for _, r in info.references.iterrows():
         t.add_row(
             f"[dim]{r['reference_preset']}[/]",
             *[f"[dim]{_fmt(r[o], o)}[/]" for o in info.objectives],
-            *[f"[dim]{_fmt(r.get(c), c)}[/]" for c in _COLUMNS[:5]],
+            *[f"[dim]{_fmt(r.get(c), c)}[/]" for c in shown],
         )
     con.print(t)
     if info.front.empty:

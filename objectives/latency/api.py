@@ -74,11 +74,11 @@ def measure_latency(
     cache: LatencyCache | str | Path | None = None,
 ) -> LatencyResult:
     """Cache first, then measure. `backend` is a backend object or a name (default options)."""
-    from search_spaces import Arch
+    from search_spaces import ArchBase
 
     if isinstance(backend, str):
         backend = get_backend(backend)
-    if cache is None or not isinstance(arch, Arch):
+    if cache is None or not isinstance(arch, ArchBase):
         return backend.measure(arch, input_shape)
     if not isinstance(cache, LatencyCache):
         cache = LatencyCache(cache)

@@ -7,10 +7,7 @@ Times are milliseconds and always a median with its spread, never a single run.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -167,51 +164,12 @@ def measure_callable(run: Callable[[], Any], config: MeasureConfig) -> tuple[Sta
 # ---------------------------------------------------------------------------- device fingerprint
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() in ("model name", "Hardware", "Model", "cpu model", "Processor"):
-                    if value.strip():
-                        return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def host_info() -> dict[str, Any]:
-    """This host described the way the device agent's /v1/info describes its board.
+    """This host described exactly as the device agent's /v1/info describes its board, so a
+    local measurement and the agent on the same host key the cache identically."""
+    from objectives.latency.agent import device_info  # numpy + onnxruntime only; no torch
 
-    Prefers the agent's own function (so a local measurement and the agent on the same host
-    key the cache identically); falls back to the same recipe here.
-    """
-    try:
-        from objectives.latency import agent  # numpy + onnxruntime only; no torch
-
-        for name in ("device_info", "host_info"):
-            fn = getattr(agent, name, None)
-            if callable(fn):
-                try:
-                    d = fn()
-                except TypeError:
-                    continue
-                if isinstance(d, dict) and "fingerprint" in d:
-                    return dict(d)
-    except Exception:  # the agent is optional here; its absence must not break local timing
-        pass
-    machine = platform.machine() or "unknown"
-    cpu = _cpu_model()
-    cores = os.cpu_count() or 1
-    system = platform.system()
-    ident = json.dumps({"machine": machine, "cpu_model": cpu, "cores": cores, "system": system}, sort_keys=True)
-    return {
-        "machine": machine,
-        "cpu_model": cpu,
-        "cores": cores,
-        "system": system,
-        "fingerprint": hashlib.sha256(ident.encode()).hexdigest()[:16],
-    }
+    return dict(device_info())
 
 
 def device_label(info: dict[str, Any]) -> str:

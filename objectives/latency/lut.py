@@ -1,9 +1,9 @@
 """Lookup-table latency predictor: time every distinct unit once, predict an arch by summing.
 
-A ShuffleNet v1 network is a stem, a chain of units and a head, and a unit's cost depends
-only on (in_ch, out_ch, mid, groups, first_grouped, stride, kernel, placement, input
-resolution). A space therefore produces far fewer distinct units than architectures:
-repeats only add copies of each stage's stride-1 unit. Each distinct part is exported as
+A network is a stem, a chain of units and a head, and a unit's cost depends only on its
+own configuration and input resolution (the family's `blocks` lists them with a key). A
+space therefore produces far fewer distinct units than architectures: repeats only add
+copies of each stage's stride-1 unit (the space's `lut_archs` covers every part). Each distinct part is exported as
 its own tiny ONNX model and timed on the target (local ONNX Runtime or a device agent);
 a whole arch is the sum of its parts' medians, corrected by `a * sum + b` fitted by least
 squares on a few whole-model measurements (inter-layer effects, per-call overhead).
@@ -12,7 +12,6 @@ squares on a few whole-model measurements (inter-layer effects, per-call overhea
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import random
 import time
@@ -21,15 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from search_spaces import RandomTrial
+from search_spaces import ArchBase, Block, RandomTrial, family_of, get_family
 
 from .base import LatencyResult, check_input_shape
 
 FORMAT = "shufflenas-lut/1"
-
-
-def _out(size: int, k: int, s: int, p: int) -> int:
-    return (size + 2 * p - k) // s + 1
 
 
 # ---------------------------------------------------------------------------- parts
@@ -37,126 +32,41 @@ def _out(size: int, k: int, s: int, p: int) -> int:
 
 @dataclass(frozen=True)
 class Part:
-    """One measurable piece of a network at a given input resolution."""
+    """One measurable piece of a network at a given input resolution (a family's `Block`)."""
 
-    kind: str  # "stem" | "unit" | "head"
-    in_ch: int
-    out_ch: int
-    h: int
-    w: int
-    mid: int = 0
-    groups: int = 1
-    first_grouped: bool = True
-    stride: int = 1
-    kernel: int = 3
-    placement: str = "none"
-    small_input: bool = False
+    family: str
+    block: Block
 
     @property
     def key(self) -> str:
-        hw = f"{self.h}x{self.w}"
-        if self.kind == "stem":
-            return f"stem:in={self.in_ch},out={self.out_ch},small={int(self.small_input)},hw={hw}"
-        if self.kind == "head":
-            return f"head:in={self.in_ch},classes={self.out_ch},hw={hw}"
-        return (
-            f"unit:in={self.in_ch},out={self.out_ch},mid={self.mid},g={self.groups},fg={int(self.first_grouped)},"
-            f"s={self.stride},k={self.kernel},p={self.placement},hw={hw}"
-        )
+        return self.block.key
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
-        return (self.in_ch, self.h, self.w)
+        return self.block.input_shape
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return self.block.to_dict()
 
     def module(self) -> Any:
         """The part as its own `nn.Module` (same layers the full model uses)."""
-        from torch import nn
+        return get_family(self.family).block_module(self.block.to_dict())
 
-        from search_spaces.shufflenet_v1 import ShuffleUnit
-
-        if self.kind == "stem":
-            return nn.Sequential(
-                nn.Conv2d(self.in_ch, self.out_ch, 3, 1 if self.small_input else 2, 1, bias=False),
-                nn.BatchNorm2d(self.out_ch),
-                nn.ReLU(inplace=True),
-                nn.Identity() if self.small_input else nn.MaxPool2d(3, 2, 1),
-            ).eval()
-        if self.kind == "head":
-            return nn.Sequential(
-                nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(self.in_ch, self.out_ch, bias=False)
-            ).eval()
-        return ShuffleUnit(
-            self.in_ch, self.out_ch, groups=self.groups, stride=self.stride, shuffle=self.placement,
-            kernel=self.kernel, mid_ch=self.mid, first_grouped=self.first_grouped,
-        ).eval()
+    def __getattr__(self, name: str) -> Any:  # p.kind, p.stride, p.h ...: the block's spec
+        return getattr(object.__getattribute__(self, "block"), name)
 
 
 def arch_parts(arch: Any, input_shape: tuple[int, int, int]) -> list[Part]:
     """Every part of `arch` in order, repeated units included (what a prediction sums)."""
-    c, h, w = check_input_shape(input_shape)
-    small = bool(arch.small_input)
-    parts = [Part("stem", c, arch.stem_channels, h, w, small_input=small)]
-    s = 1 if small else 2
-    h, w = _out(h, 3, s, 1), _out(w, 3, s, 1)
-    if not small:
-        h, w = _out(h, 3, 2, 1), _out(w, 3, 2, 1)
-    in_ch = arch.stem_channels
-    for si, st in enumerate(arch.stages):
-        mid = int(st.mid_channels())
-        for r in range(st.repeats):
-            stride = 2 if r == 0 else 1
-            parts.append(
-                Part(
-                    "unit", in_ch, st.out_channels, h, w, mid=mid, groups=st.groups,
-                    first_grouped=not (si == 0 and r == 0), stride=stride, kernel=st.kernel, placement=st.shuffle,
-                )
-            )
-            k = st.kernel
-            h, w = _out(h, k, stride, k // 2), _out(w, k, stride, k // 2)
-            in_ch = st.out_channels
-    parts.append(Part("head", in_ch, arch.num_classes, h, w))
-    return parts
-
-
-def _space_archs(space: Any, classes: int | None, in_channels: int) -> list[Any]:
-    """One arch per combination of the choices that change a part; repeats cut to <= 2.
-
-    Two units per stage cover both of a stage's unit kinds (stride 2 first, stride 1 after),
-    so longer repeats add no new part.
-    """
-    from search_spaces import make_arch
-
-    n = space.n_stages
-    group_sets = (
-        list(itertools.product(space.groups, repeat=n)) if space.per_stage_groups else [(g,) * n for g in space.groups]
-    )
-    kernel_sets = list(itertools.product(space.kernels, repeat=n))
-    repeats = tuple(min(hi, 2) for _lo, hi in space.repeats)
-    archs = []
-    for gs, width, ratio, placement, ks in itertools.product(
-        group_sets, space.widths, space.bottleneck_ratios, space.placements, kernel_sets
-    ):
-        try:
-            archs.append(
-                make_arch(
-                    groups=gs, width=width, repeats=repeats, shuffle=placement, kernel=ks, bottleneck_ratio=ratio,
-                    in_channels=in_channels, num_classes=classes if classes is not None else space.num_classes,
-                    small_input=space.small_input,
-                )
-            )
-        except ValueError:
-            continue  # a combination the channel rule cannot build; sampling cannot produce it either
-    return archs
+    fam = family_of(arch)
+    return [Part(arch.family, b) for b in fam.blocks(arch, check_input_shape(input_shape))]
 
 
 def enumerate_parts(space: Any, input_shape: tuple[int, int, int], classes: int | None = None) -> list[Part]:
     """Every distinct part the space can produce at this deploy input, in a stable order."""
     shape = check_input_shape(input_shape)
     seen: dict[str, Part] = {}
-    for arch in _space_archs(space, classes, shape[0]):
+    for arch in space.lut_archs(classes=classes, in_channels=shape[0]):
         for p in arch_parts(arch, shape):
             seen.setdefault(p.key, p)
     return list(seen.values())
@@ -255,8 +165,10 @@ class LutTable:
     def space(self) -> Any:
         from search_spaces import get_space
 
-        d = dict(self.data["space"])
-        return get_space(d.pop("name", "shufflenet_v1"), **d)
+        d = dict(self.data.get("space") or {})
+        if "name" not in d:
+            raise ValueError(f"{self.source}: its 'space' names no family")
+        return get_space(d.pop("name"), **d)
 
     def parts_sum(self, arch: Any, input_shape: tuple[int, int, int] | None = None) -> float:
         shape = tuple(input_shape) if input_shape is not None else self.input_shape
@@ -393,11 +305,9 @@ class LutBackend:
         return {**{k: str(v) for k, v in self.table.data.get("runtime", {}).items()}, "lut": self.table.table_hash}
 
     def measure(self, arch_or_model: Any, input_shape: tuple[int, int, int]) -> LatencyResult:
-        from search_spaces import Arch
-
         from .base import device_label
 
-        if not isinstance(arch_or_model, Arch):
+        if not isinstance(arch_or_model, ArchBase):
             raise ValueError("the lut backend predicts Arch objects only, not arbitrary models")
         shape = check_input_shape(input_shape)
         arch = arch_or_model

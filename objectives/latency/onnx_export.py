@@ -20,9 +20,9 @@ DYNAMO_OPSET = 18
 
 def as_model(model_or_arch: Any, input_shape_chw: tuple[int, int, int]) -> Any:
     """An eval-mode `nn.Module`; an `Arch` is built with its input channels matched to the shape."""
-    from search_spaces import Arch, build_model
+    from search_spaces import ArchBase, build_model
 
-    if isinstance(model_or_arch, Arch):
+    if isinstance(model_or_arch, ArchBase):
         arch = model_or_arch
         if arch.in_channels != input_shape_chw[0]:
             arch = arch.with_io(in_channels=input_shape_chw[0], num_classes=arch.num_classes, small_input=arch.small_input)
@@ -45,9 +45,9 @@ def export_onnx_bytes(
     An `Arch` (frozen, hashable) is exported once per process and shape: a re-measure, a
     second backend or a cache miss on another thread count reuse the bytes.
     """
-    from search_spaces import Arch
+    from search_spaces import ArchBase
 
-    if isinstance(model_or_arch, Arch):
+    if isinstance(model_or_arch, ArchBase):
         return _export_arch(model_or_arch, tuple(input_shape_chw), dynamo, opset)
     return _export(model_or_arch, input_shape_chw, dynamo=dynamo, opset=opset)
 
