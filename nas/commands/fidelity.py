@@ -14,9 +14,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "fidelity",
         help="train a reference set with an experiment's proxy and report how well it ranks them (Kendall tau)",
         description=(
-            "Train every architecture of a reference set (default: the ShuffleNet v1 paper's Tables 2 and 3, "
+            "Train (or, for an experiment that optimises naswot, score) every architecture of a reference set (default: the ShuffleNet v1 paper's Tables 2 and 3, "
             "21 networks with their ImageNet top-1) with EXPERIMENT's own proxy -- its data and train sections, "
-            "through the same evaluate path a search uses -- and report Kendall tau (bootstrap 95%% interval), "
+            "through the same evaluate path a search uses -- and report Kendall tau (bootstrap 95% interval), "
             "Spearman rho, the share of 'shuffle helps' pairs and of equal-MACs group pairs ordered as the "
             "reference orders them, beside the same figures for the free baselines (MACs, params, zero-cost "
             "scores). Results are cached per (arch, proxy recipe), so a rerun is free."
