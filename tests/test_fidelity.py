@@ -337,3 +337,14 @@ def test_cli_fidelity_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert match in err and "\n" not in err and "Traceback" not in err
+
+
+def test_against_a_longer_protocol(tmp_path: Path) -> None:
+    from nas.fidelity import run_fidelity
+
+    ref = load_reference(_tiny_reference(tmp_path))
+    long = _exp(train={"max_batches_per_epoch": 2, "epochs": 2})
+    run = run_fidelity(_exp(), ref, cache_dir=tmp_path / "c", against=long)
+    assert run.reference.name == "tiny (longer protocol)" and run.extra["against"]["experiment"] == "tiny"
+    long_rows = run_fidelity(long, ref, cache_dir=tmp_path / "c").rows  # from the cache
+    assert [r["reference"] for r in run.rows] == [r["accuracy"] for r in long_rows]
