@@ -348,3 +348,12 @@ def test_against_a_longer_protocol(tmp_path: Path) -> None:
     assert run.reference.name == "tiny (longer protocol)" and run.extra["against"]["experiment"] == "tiny"
     long_rows = run_fidelity(long, ref, cache_dir=tmp_path / "c").rows  # from the cache
     assert [r["reference"] for r in run.rows] == [r["accuracy"] for r in long_rows]
+
+
+def test_search_on_embedded_data_says_so_plainly() -> None:
+    from nas.fidelity import search_note
+
+    note = search_note(_exp())
+    assert note is not None and "no signal ranks" in note and "tau 0.8" in note and "CIFAR-10" in note
+    cifar = _exp(data={"name": "cifar10", "resolution": None, "root": "/nowhere"})
+    assert search_note(cifar) is None
