@@ -357,3 +357,16 @@ def test_search_on_embedded_data_says_so_plainly() -> None:
     assert note is not None and "no signal ranks" in note and "tau 0.8" in note and "CIFAR-10" in note
     cifar = _exp(data={"name": "cifar10", "resolution": None, "root": "/nowhere"})
     assert search_note(cifar) is None
+
+
+def test_cli_fidelity_unwritable_cache_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    from nas.cli import main
+
+    (tmp_path / "e.yaml").write_text(yaml.safe_dump(TINY))
+    (tmp_path / "afile").write_text("x")
+    rc = main(["fidelity", str(tmp_path / "e.yaml"), "--reference", str(_tiny_reference(tmp_path)),
+               "--cache", str(tmp_path / "afile" / "sub")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "--cache" in err and "cannot write" in err and "\n" not in err

@@ -88,7 +88,14 @@ def run(args: argparse.Namespace) -> int:
             result = run_fidelity(exp, ref, cache_dir=cache, progress=bar.update, against=against)
     except DataError as e:
         raise UserError(f"{args.experiment}: data: {e}") from None
-    written = [str(plot_fidelity(result, p)) for p in args.plot]
+    except OSError as e:  # the cache folder (the only thing written) is not writable
+        raise UserError(f"--cache {cache or 'default'}: cannot write results ({e.__class__.__name__}: {e})") from None
+    written = []
+    for p in args.plot:
+        try:
+            written.append(str(plot_fidelity(result, p)))
+        except OSError as e:
+            raise UserError(f"argument --plot: cannot write {p} ({e.__class__.__name__}: {e})") from None
     if study is not None:
         study.set_user_attr(STUDY_ATTR, result.summary())
     if args.json:
