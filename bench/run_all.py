@@ -220,6 +220,9 @@ BENCHES: list[Bench] = [
     # the quickstart's signal (NASWOT) scores all 21 networks in ~2-3 min, so both profiles use all of them
     Bench("proxy_fidelity", "bench/proxy_fidelity.py", [], [],
           x_proxy_fidelity, what="proxy ranking vs the ShuffleNet paper's 21 networks"),
+    Bench("proxy_fidelity_shuffle", "bench/proxy_fidelity.py", ["--experiment", "experiments/shuffle_ablation.yaml"],
+          ["--experiment", "experiments/shuffle_ablation.yaml"], x_proxy_fidelity,
+          what="the shuffle ablation's signal: does shuffle help, as in the paper's Table 3?"),
     Bench("lut_accuracy", "bench/lut_accuracy.py", [],
           ["--n", "20", "--groups", "3", "--kernels", "3", "--calibrate", "4", "--min-time", "0.1", "--clock", "cpu"],
           x_lut, what="LUT latency prediction vs measurement"),
