@@ -10,7 +10,7 @@ and the zero-cost scores, with the goals as pass / FAIL:
 - "shuffle helps" in >= 5 of the 6 Table 3 pairs (when the subset has all six).
 
     python bench/proxy_fidelity.py                                   # quickstart, all 21 networks
-    python bench/proxy_fidelity.py --widths 0.25,0.5 --json          # quick profile (14 networks)
+    python bench/proxy_fidelity.py --widths 0.25,0.5 --json          # a subset (14 networks)
     python bench/proxy_fidelity.py --experiment experiments/shuffle_ablation.yaml
 """
 

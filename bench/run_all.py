@@ -155,7 +155,9 @@ def x_proxy_fidelity(d: dict[str, Any]) -> list[Figure]:
         out.append(Figure(label, g.get("value"), unit, g.get("goal", ""), "pass" if g.get("pass") else "fail",
                           note if key != "shuffle_helps" else f"{exp}"))
     p = (d.get("figures") or [{}])[0]
-    out.append(Figure("proxy tau 95% interval", f"[{p.get('tau_low')}, {p.get('tau_high')}]", "", "", "info",
+    lo, hi = p.get("tau_low"), p.get("tau_high")
+    interval = f"[{lo:.2f}, {hi:.2f}]" if isinstance(lo, float) and isinstance(hi, float) else "-"
+    out.append(Figure("proxy tau 95% interval (bootstrap, seeded)", interval, "", "", "info",
                       f"proxy CPU {float(d.get('cpu_s') or 0) / 60:.1f} min"))
     return out
 
@@ -241,8 +243,12 @@ BENCHES: list[Bench] = [
     Bench("zero_cost", "bench/zero_cost.py", [],
           ["--n", "8", "--epochs", "2"],
           x_zero_cost, json_to_file=True, what="zero-cost proxies vs proxy training"),
-    Bench("proxy_fidelity", "bench/proxy_fidelity.py", ["--json"], ["--widths", "0.25,0.5", "--json"],
+    # the quickstart's signal (NASWOT) scores all 21 networks in ~2-3 min, so both profiles use all of them
+    Bench("proxy_fidelity", "bench/proxy_fidelity.py", [], [],
           x_proxy_fidelity, what="proxy ranking vs the ShuffleNet paper's 21 networks"),
+    Bench("proxy_fidelity_shuffle", "bench/proxy_fidelity.py", ["--experiment", "experiments/shuffle_ablation.yaml"],
+          ["--experiment", "experiments/shuffle_ablation.yaml"], x_proxy_fidelity,
+          what="the shuffle ablation's signal: does shuffle help, as in the paper's Table 3?"),
     Bench("lut_accuracy", "bench/lut_accuracy.py", [],
           ["--n", "20", "--groups", "3", "--kernels", "3", "--calibrate", "4", "--min-time", "0.1", "--clock", "cpu"],
           x_lut, what="LUT latency prediction vs measurement"),

@@ -158,6 +158,18 @@ def _tau(x: np.ndarray, y: np.ndarray) -> float:
     return float(kendalltau(x, y).statistic)
 
 
+def _tau_b_rows(x: np.ndarray, y: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Kendall tau-b of x[idx[k]] vs y[idx[k]] for every row k at once (the bootstrap; scipy's
+    kendalltau per resample costs ~1 ms, this ~1 us). NaN where a resample is constant."""
+    xs, ys = x[idx], y[idx]
+    sx = np.sign(xs[:, :, None] - xs[:, None, :])
+    sy = np.sign(ys[:, :, None] - ys[:, None, :])
+    num = (sx * sy).sum(axis=(1, 2))
+    den = np.sqrt((sx * sx).sum(axis=(1, 2)) * (sy * sy).sum(axis=(1, 2)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
 def kendall_ci(score: Sequence[float], reference: Sequence[float], *, n_boot: int = 2000, seed: int = 0,
                level: float = 0.95) -> tuple[float, float, float]:
     """(tau, low, high): Kendall tau-b and a percentile bootstrap interval over the entries (seeded)."""
@@ -166,9 +178,8 @@ def kendall_ci(score: Sequence[float], reference: Sequence[float], *, n_boot: in
     if math.isnan(tau):
         return tau, float("nan"), float("nan")
     rng = np.random.default_rng(seed)
-    n = len(x)
-    boots = [_tau(x[idx], y[idx]) for idx in (rng.integers(0, n, n) for _ in range(n_boot))]
-    b = np.asarray([t for t in boots if not math.isnan(t)])
+    b = _tau_b_rows(x, y, rng.integers(0, len(x), (n_boot, len(x))))
+    b = b[~np.isnan(b)]
     if len(b) == 0:
         return tau, float("nan"), float("nan")
     alpha = (1.0 - level) / 2.0

@@ -124,6 +124,22 @@ def test_tau_perfect_reversed_tied() -> None:
     assert 0.8 < tau < 1.0  # tau-b with ties in the score
 
 
+def test_vectorised_tau_matches_scipy() -> None:
+    import numpy as np
+    from scipy.stats import kendalltau
+
+    from objectives.fidelity import _tau_b_rows
+
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 5, 12).astype(float), rng.normal(size=12)
+    idx = rng.integers(0, 12, (50, 12))
+    ours = _tau_b_rows(x, y, idx)
+    for k in range(50):
+        xs, ys = x[idx[k]], y[idx[k]]
+        ref = float("nan") if len(set(xs)) < 2 else kendalltau(xs, ys).statistic
+        assert (np.isnan(ours[k]) and np.isnan(ref)) or ours[k] == pytest.approx(ref)
+
+
 def test_interval_contains_point_and_is_seeded() -> None:
     ref = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
     score = [2, 1, 3, 5, 4, 6, 9, 7, 8, 10]
@@ -174,12 +190,20 @@ TINY = {
 }
 
 
+def _shallow(name: str) -> dict:
+    """A paper preset cut to one unit per stage (keeps the tests' zero-cost scoring cheap)."""
+    from dataclasses import replace
+
+    a = preset(name)
+    return replace(a, stages=tuple(replace(s, repeats=1) for s in a.stages)).to_dict()
+
+
 def _tiny_reference(tmp_path: Path) -> Path:
     p = tmp_path / "tiny_ref.json"
     p.write_text(json.dumps({"name": "tiny", "source": "test", "metric": "made up", "entries": [
-        {"id": "a", "preset": "shufflenet_v1_g1_x0_25", "reference": 1.0,
+        {"id": "a", "arch": _shallow("shufflenet_v1_g1_x0_25"), "reference": 1.0,
          "tags": {"groups": 1, "width": 0.25, "shuffle": True}},
-        {"id": "b", "preset": "shufflenet_v1_g3_x0_25", "reference": 2.0,
+        {"id": "b", "arch": _shallow("shufflenet_v1_g3_x0_25"), "reference": 2.0,
          "tags": {"groups": 3, "width": 0.25, "shuffle": True}},
     ]}))
     return p
@@ -243,15 +267,28 @@ def test_naswot_signal_trains_nothing(tmp_path: Path) -> None:
 
     exp = _exp()
     nw = _exp(**{"data": {}})
-    nw = type(nw).model_validate({**nw.model_dump(), "objectives": ["naswot", "mmacs"]})
+    nw = type(nw).model_validate({**nw.model_dump(), "objectives": ["naswot", "mmacs"], "latency": {"backend": "none"}})
     assert nw.quality == "naswot" and not nw.needs_training and exp.quality == "accuracy"
     assert proxy_hash(nw) != proxy_hash(exp)  # a no-training row is never served to a training recipe
-    res = evaluate(preset("shufflenet_v1_g3_x0_25"), nw, run_dir=tmp_path)
+    res = evaluate(Arch.from_dict(_shallow("shufflenet_v1_g3_x0_25")), nw, run_dir=tmp_path)
     assert set(res.values) == {"naswot", "mmacs"} and "accuracy" not in res.attrs and res.attrs["time_train_s"] == 0.0
     run = run_fidelity(nw, load_reference(_tiny_reference(tmp_path)), cache_dir=tmp_path / "c")
     names = [f.name for f in run.figures]
     assert names[0] == "proxy (naswot)" and "naswot" not in names[1:] and run.signal == "naswot"
-    assert [r["signal"] for r in run.rows] == [r["zero_cost"]["naswot"] for r in run.rows]
+    assert [r["signal"] for r in run.rows] == [r["naswot"] for r in run.rows]
+    # the search's naswot is the mean over draws; its first draw is the single-batch baseline score
+    import torch
+
+    from nas.evaluate import proxy_data
+    from objectives.zero_cost import naswot, naswot_mean
+    from search_spaces import build_model
+
+    proxy = Arch.from_dict(_shallow("shufflenet_v1_g3_x0_25")).for_proxy(in_channels=1, num_classes=10, resolution=8)
+    x = proxy_data(nw).train.tensors[0]
+    torch.manual_seed(nw.train.seed)
+    first = naswot(build_model(proxy), x[:40])
+    assert naswot_mean(proxy, x, seed=nw.train.seed, draws=1) == pytest.approx(first)
+    assert res.values["naswot"] == pytest.approx(naswot_mean(proxy, x, seed=nw.train.seed))
 
 
 def test_cli_fidelity_json_plots_and_study(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -300,3 +337,36 @@ def test_cli_fidelity_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert match in err and "\n" not in err and "Traceback" not in err
+
+
+def test_against_a_longer_protocol(tmp_path: Path) -> None:
+    from nas.fidelity import run_fidelity
+
+    ref = load_reference(_tiny_reference(tmp_path))
+    long = _exp(train={"max_batches_per_epoch": 2, "epochs": 2})
+    run = run_fidelity(_exp(), ref, cache_dir=tmp_path / "c", against=long)
+    assert run.reference.name == "tiny (longer protocol)" and run.extra["against"]["experiment"] == "tiny"
+    long_rows = run_fidelity(long, ref, cache_dir=tmp_path / "c").rows  # from the cache
+    assert [r["reference"] for r in run.rows] == [r["accuracy"] for r in long_rows]
+
+
+def test_search_on_embedded_data_says_so_plainly() -> None:
+    from nas.fidelity import search_note
+
+    note = search_note(_exp())
+    assert note is not None and "no signal ranks" in note and "tau 0.8" in note and "CIFAR-10" in note
+    cifar = _exp(data={"name": "cifar10", "resolution": None, "root": "/nowhere"})
+    assert search_note(cifar) is None
+
+
+def test_cli_fidelity_unwritable_cache_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    from nas.cli import main
+
+    (tmp_path / "e.yaml").write_text(yaml.safe_dump(TINY))
+    (tmp_path / "afile").write_text("x")
+    rc = main(["fidelity", str(tmp_path / "e.yaml"), "--reference", str(_tiny_reference(tmp_path)),
+               "--cache", str(tmp_path / "afile" / "sub")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "--cache" in err and "cannot write" in err and "\n" not in err

@@ -14,9 +14,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "fidelity",
         help="train a reference set with an experiment's proxy and report how well it ranks them (Kendall tau)",
         description=(
-            "Train every architecture of a reference set (default: the bundled set of the experiment's family, "
-            "e.g. the ShuffleNet v1 paper's Tables 2 and 3, 21 networks with their ImageNet top-1) with EXPERIMENT's own proxy -- its data and train sections, "
-            "through the same evaluate path a search uses -- and report Kendall tau (bootstrap 95%% interval), "
+            "Train (or, for an experiment that optimises naswot, score) every architecture of a reference set "
+            "(default: the bundled set of the experiment's family, e.g. the ShuffleNet v1 paper's Tables 2 and 3, "
+            "21 networks with their ImageNet top-1) with EXPERIMENT's own proxy -- its data and train sections, "
+            "through the same evaluate path a search uses -- and report Kendall tau (bootstrap 95% interval), "
             "Spearman rho, the share of 'shuffle helps' pairs and of equal-MACs group pairs ordered as the "
             "reference orders them, beside the same figures for the free baselines (MACs, params, zero-cost "
             "scores). Results are cached per (arch, proxy recipe), so a rerun is free."
@@ -90,7 +91,14 @@ def run(args: argparse.Namespace) -> int:
             result = run_fidelity(exp, ref, cache_dir=cache, progress=bar.update, against=against)
     except DataError as e:
         raise UserError(f"{args.experiment}: data: {e}") from None
-    written = [str(plot_fidelity(result, p)) for p in args.plot]
+    except OSError as e:  # the cache folder (the only thing written) is not writable
+        raise UserError(f"--cache {cache or 'default'}: cannot write results ({e.__class__.__name__}: {e})") from None
+    written = []
+    for p in args.plot:
+        try:
+            written.append(str(plot_fidelity(result, p)))
+        except OSError as e:
+            raise UserError(f"argument --plot: cannot write {p} ({e.__class__.__name__}: {e})") from None
     if study is not None:
         study.set_user_attr(STUDY_ATTR, result.summary())
     if args.json:
@@ -166,7 +174,7 @@ def _print(result: Any, written: list[str], study: str | None) -> None:
                   f"{f.shuffle_right}/{f.shuffle_pairs}" if f.shuffle_pairs else "-",
                   f"{f.group_right}/{f.group_pairs}" if f.group_pairs else "-", style="bold" if i == 0 else None)
     con.print(t)
-    con.print(f"proxy CPU time {result.cpu_s / 60:.1f} min ({result.cached} of {len(result.rows)} from the cache; "
+    con.print(f"proxy CPU time {result.cpu_s / 60:.1f} min as measured ({result.cached} of {len(result.rows)} from the cache; "
               f"proxy hash {result.proxy_hash})")
     style = "green" if not result.beaten_by() else "bold red"
     con.print(f"[{style}]{result.verdict()}[/]")
