@@ -18,12 +18,18 @@ trial user attr "rung_<r>" ({objective: value}); "rung" holds the highest rung f
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import optuna
+
+    from nas.experiment import Experiment
 
 
 def crowding_distance(points: Sequence[Sequence[float]]) -> list[float]:
@@ -113,3 +119,139 @@ def rung_population(study: optuna.Study, rung: int, objective_names: Sequence[st
 
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))
     return rung_vectors(trials, rung, objective_names)
+
+
+# ------------------------------------------------------------------------------ training by rungs
+
+class RungCheckpoint:
+    """The rungs one architecture has finished, kept on disk until its trial ends, so a trial killed
+    inside rung r is retried at rung r: the model is reloaded from rung r-1's weights (safetensors,
+    no pickle) and the earlier rungs' results are replayed, never re-trained.
+
+    Keyed by arch id under run_dir/rungs/, with a fingerprint of what shapes training (train, data,
+    fidelity sections): a record written under another recipe is ignored.
+    """
+
+    def __init__(self, run_dir: Path, arch_id: str, fingerprint: str) -> None:
+        self.dir = Path(run_dir) / "rungs"
+        self.stem = arch_id
+        self.fingerprint = fingerprint
+
+    @property
+    def _json(self) -> Path:
+        return self.dir / f"{self.stem}.json"
+
+    def _weights(self, rung: int) -> Path:
+        return self.dir / f"{self.stem}.r{rung}.safetensors"
+
+    def load(self, model: Any) -> list[dict[str, Any]]:
+        """Finished rung records (in order), with `model` holding the last one's weights; [] if none usable."""
+        try:
+            doc = json.loads(self._json.read_text())
+        except (OSError, ValueError):
+            return []
+        recs = doc.get("rungs") if isinstance(doc, dict) and doc.get("fingerprint") == self.fingerprint else None
+        if not isinstance(recs, list) or not recs or not self._weights(len(recs)).is_file():
+            return []
+        from safetensors.torch import load_file
+
+        device = next(iter(model.state_dict().values())).device
+        try:
+            model.load_state_dict(load_file(str(self._weights(len(recs))), device=str(device)))
+        except (OSError, RuntimeError, ValueError):
+            return []
+        return recs
+
+    def save(self, model: Any, records: list[dict[str, Any]]) -> None:
+        """Weights of the last finished rung, then (atomically) the records that point at them."""
+        from safetensors.torch import save_file
+
+        self.dir.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(state, str(self._weights(len(records))))
+        tmp = self._json.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps({"fingerprint": self.fingerprint, "rungs": records}))
+        os.replace(tmp, self._json)
+        for old in range(1, len(records)):
+            self._weights(old).unlink(missing_ok=True)
+
+    def clear(self) -> None:
+        for p in self.dir.glob(f"{self.stem}.*"):
+            p.unlink(missing_ok=True)
+
+
+def fingerprint(exp: Experiment, arch_json: str) -> str:
+    """What a rung's result depends on besides the architecture (not where it trains)."""
+    train = exp.train.model_dump(mode="json")
+    train.pop("device", None)
+    doc = {"arch": arch_json, "train": train, "data": exp.data.model_dump(mode="json"),
+           "fidelity": exp.fidelity.model_dump(mode="json") if exp.fidelity else None}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def train_rungs(model: Any, data: Any, exp: Experiment, ckpt: RungCheckpoint, report: Callable[[int, float], bool],
+                decide: Callable[[int, dict[str, float]], bool] | None, put: Callable[[str, Any], None],
+                objective_values: Callable[[float], dict[str, float]]) -> tuple[Any, int | None]:
+    """Train `model` rung by rung (each rung continues the same model for the extra epochs, with
+    the experiment's recipe and a fresh schedule); after each rung but the last, record
+    "rung_<r>" and ask `decide(r, values)` whether to go on. Returns (TrainResult over all
+    epochs trained, the rung it stopped at or None when it finished the top rung).
+
+    `report(epoch, acc)` gets global epoch numbers; `decide` None promotes everything.
+    """
+    import dataclasses
+
+    from objectives.accuracy import TrainResult, train_proxy
+
+    if exp.fidelity is None:
+        raise ValueError("train_rungs: the experiment has no fidelity section")
+    rungs, base = exp.fidelity.rungs, exp.train.to_train_config()
+    records = ckpt.load(model)
+    for r, rec in enumerate(records, 1):  # replay what a killed attempt finished
+        for e, acc in rec["history"]:
+            put(f"acc_epoch_{e}", acc)
+        put(f"rung_{r}", rec["values"])
+        put("rung", r)
+    if records:
+        put("rungs_resumed", len(records))
+    stopped = None if not records or records[-1]["promoted"] else len(records)
+    for r in range(len(records) + 1, len(rungs) + 1) if stopped is None else ():
+        offset = rungs[r - 2] * base.epochs if r > 1 else 0
+        cfg = dataclasses.replace(base, epochs=rungs[r - 1] * base.epochs - offset, seed=base.seed + r - 1)
+        last = train_proxy(model, data, cfg, lambda e, a, o=offset: report(o + e, a))
+        values = objective_values(float(last.accuracy))
+        put(f"rung_{r}", values)
+        put("rung", r)
+        promoted = r == len(rungs) or decide is None or bool(decide(r, values))
+        records.append({"values": values, "promoted": promoted, "history": [[offset + e, a] for e, a in last.history],
+                        "best": last.best_accuracy, "loss": last.mean_train_loss, "ips": last.images_per_second,
+                        "seconds": last.seconds})
+        if r == len(rungs):
+            break
+        if not promoted:
+            stopped = r
+            break
+        ckpt.save(model, records)
+    ckpt.clear()
+    history = [(int(e), float(a)) for rec in records for e, a in rec["history"]]
+    steps = [len(rec["history"]) for rec in records]
+    return TrainResult(
+        accuracy=history[-1][1], best_accuracy=max(rec["best"] for rec in records), epochs_run=len(history),
+        seconds=sum(rec["seconds"] for rec in records), images_per_second=records[-1]["ips"], history=history,
+        stopped_early=stopped is not None,
+        mean_train_loss=sum(rec["loss"] * n for rec, n in zip(records, steps, strict=True)) / max(1, sum(steps)),
+    ), stopped
+
+
+def decide(study: optuna.Study, exp: Experiment, number: int, rung: int, values: Mapping[str, float]) -> bool:
+    """Promote trial `number` past `rung`? Its rung set is what the study holds now plus its own
+    `values` (its attrs may not be written yet). Shared by both backends, so they promote alike."""
+    from objectives.scores import OBJECTIVES
+
+    if exp.fidelity is None:
+        return True
+    names = list(exp.objectives)
+    population = rung_population(study, rung, names)
+    population[number] = [float(values[o]) for o in names]
+    return promotes(number, population, [OBJECTIVES[o].direction for o in names], exp.fidelity.promote,
+                    exp.fidelity.population)

@@ -315,6 +315,11 @@ class _TrialReporter:
         history = history_from_study(self.study, epoch, names, exclude_number=self.trial.number)
         return bool(self.stopper.should_stop(epoch, values, history))
 
+    def promote(self, rung: int, values: dict[str, float]) -> bool:
+        from nas.multifidelity import decide
+
+        return decide(self.study, self.exp, self.trial.number, rung, values)
+
 
 class _Surplus(Exception):
     pass
@@ -389,7 +394,7 @@ class _AttrBuffer:
         self.user[key] = value
         # epochs always (others read them to stop early); phases only once the trial is slow
         # enough that a crash would otherwise lose real work. The caller flushes at the end.
-        if key.startswith("acc_epoch_") or (
+        if key.startswith(("acc_epoch_", "rung_")) or (
             key in _FLUSH_KEYS and time.monotonic() - self.last >= self.min_interval_s
         ):
             self.flush()
@@ -490,6 +495,8 @@ class TrialObjective:
             trial.set_user_attr("fail_reason", f"{type(e).__name__}: {msg}"[:500])
             raise
         if res.stopped_epoch is not None:
+            if exp.fidelity is not None:
+                raise optuna.TrialPruned(f"not promoted past rung {res.attrs.get('rung')}")
             raise optuna.TrialPruned(f"stopped at epoch {res.stopped_epoch}: dominated by earlier trials")
         return res.ordered(list(exp.objectives))
 

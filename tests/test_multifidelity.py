@@ -63,3 +63,71 @@ def test_non_finite_never_promoted_but_counts() -> None:
     assert select_promoted(rung, ACC_MMACS, 2 / 3) == [1, 2]
     with pytest.raises(ValueError, match="trial 9"):
         promotes(9, rung, ACC_MMACS, 0.5)
+
+
+# ------------------------------------------------------------------------------ the experiment option
+
+def test_fidelity_option_is_validated(tiny_yaml) -> None:
+    from nas.experiment import ExperimentError, load_experiment
+
+    exp = load_experiment(tiny_yaml(extra='fidelity: {rungs: [1, 3, 9], promote: "1/3"}'))
+    assert exp.fidelity is not None and exp.fidelity.promote == pytest.approx(1 / 3) and exp.fidelity.population == 3
+    assert load_experiment(tiny_yaml()).fidelity is None
+    for extra, words in [
+        ("fidelity: {rungs: [3, 1]}", ["fidelity.rungs", "strictly increasing", "[3, 1]"]),
+        ("fidelity: {rungs: [1]}", ["fidelity.rungs"]),
+        ("fidelity: {rungs: [1, 2], promote: 1.5}", ["fidelity.promote", "1.5"]),
+        ('fidelity: {rungs: [1, 2], promote: "1/0"}', ["fidelity.promote", "1/0"]),
+        ("fidelity: {rungs: [1, 2], eta: 3}", ["fidelity.eta"]),
+        ("fidelity: {rungs: [1, 2]}\nearly_stopping: {enabled: true}", ["fidelity", "early_stopping"]),
+    ]:
+        with pytest.raises(ExperimentError) as e:
+            load_experiment(tiny_yaml(extra=extra))
+        msg = str(e.value)
+        assert "\n" not in msg and all(w in msg for w in words), msg
+    with pytest.raises(ExperimentError, match="fidelity: rungs need a trained objective"):
+        load_experiment(tiny_yaml(extra="fidelity: {rungs: [1, 2]}", objectives="[naswot, mmacs]"))
+
+
+# ------------------------------------------------------------------------------ the trial flow
+
+def _replay_promotions(trials, names, directions, promote, population, n_rungs):
+    """What the rule says, trial by trial in the order trials finished each rung."""
+    from nas.multifidelity import rung_vectors
+
+    expected: dict[int, int] = {}
+    for t in sorted(trials, key=lambda t: t.number):
+        top = 1
+        for r in range(1, n_rungs):
+            earlier = rung_vectors([u for u in trials if u.number <= t.number], r, names)
+            if t.number not in earlier or not promotes(t.number, earlier, directions, promote, population):
+                break
+            top = r + 1
+        expected[t.number] = top
+    return expected
+
+
+def test_optuna_search_promotes_by_the_rule_and_prunes_the_rest(tmp_path, tiny_yaml) -> None:
+    import optuna
+    from optuna.trial import TrialState
+
+    from nas.cli import main
+
+    f = tiny_yaml(n=6, extra="fidelity: {rungs: [1, 2, 3], promote: 0.5, min_population: 2}")
+    assert main(["search", str(f), "--no-progress"]) == 0
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+    trials = [t for t in study.get_trials() if "rung_1" in t.user_attrs]
+    assert len(trials) == 6  # the tiny space fits the budget: all trained
+    expected = _replay_promotions(trials, ["accuracy", "mmacs"], ACC_MMACS, 0.5, 2, 3)
+    got = {t.number: t.user_attrs["rung"] for t in trials}
+    assert got == expected
+    assert set(got.values()) >= {1, 3}  # some stopped at rung 1, some reached the top
+    for t in trials:
+        top = t.user_attrs["rung"]
+        assert t.state == (TrialState.COMPLETE if top == 3 else TrialState.PRUNED)
+        assert all(f"rung_{r}" in t.user_attrs for r in range(1, top + 1)) and f"rung_{top + 1}" not in t.user_attrs
+        assert len(t.user_attrs["acc_history"]) == top  # train.epochs 1 x rung multiple
+        assert t.user_attrs["rung_1"]["accuracy"] == pytest.approx(t.user_attrs["acc_epoch_1"])
+        if top == 3:
+            assert t.values[0] == pytest.approx(t.user_attrs["rung_3"]["accuracy"])
+    assert not list((tmp_path / "run" / "rungs").glob("*"))  # rung checkpoints cleared when trials end
