@@ -580,3 +580,26 @@ def _legacy_onnx(net: Any, input_chw: tuple[int, int, int]) -> bytes:
         torch.onnx.export(net, (torch.randn(1, *input_chw),), buf, dynamo=False, opset_version=17,
                           input_names=["input"], output_names=["output"])
     return buf.getvalue()
+
+
+def retrain(arch_json: str, experiment: dict[str, Any], epochs: int, run_dir: Path) -> dict[str, Any]:
+    """Train one architecture at full fidelity (`epochs`) with the study's own recipe, through the
+    same `nas.evaluate.evaluate` as the search (no second trainer): single fidelity, no early
+    stopping, no latency or budget gate (the figure wanted is accuracy). Weights go to
+    run_dir/weights/. Returns {"epochs", "accuracy", "best_accuracy", "seconds", "weights"}."""
+    from nas.evaluate import evaluate
+    from nas.experiment import Experiment, LatencyConfig
+    from search_spaces import Arch
+
+    exp = Experiment.from_stored(experiment)
+    # model_copy skips validation on purpose: an unbounded budget is not a valid experiment
+    full = exp.model_copy(update={
+        "train": exp.train.model_copy(update={"epochs": int(epochs)}), "fidelity": None,
+        "early_stopping": exp.early_stopping.model_copy(update={"enabled": False}),
+        "latency": LatencyConfig(backend="none"), "objectives": ["accuracy", "mmacs"], "zero_cost": False,
+        "keep_weights": True, "score": None,
+        "budget": exp.budget.model_copy(update={"max_mmacs": math.inf, "min_mmacs": None, "max_latency_ms": None}),
+    })
+    res = evaluate(Arch.from_json(arch_json), full, None, run_dir=run_dir)
+    return {"epochs": int(epochs), "accuracy": res.values["accuracy"], "best_accuracy": res.attrs.get("best_accuracy"),
+            "seconds": res.attrs.get("time_train_s"), "weights": res.attrs.get("weights")}

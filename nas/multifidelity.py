@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import optuna
+    import pandas as pd
 
     from nas.experiment import Experiment
 
@@ -255,3 +256,67 @@ def decide(study: optuna.Study, exp: Experiment, number: int, rung: int, values:
     population[number] = [float(values[o]) for o in names]
     return promotes(number, population, [OBJECTIVES[o].direction for o in names], exp.fidelity.promote,
                     exp.fidelity.population)
+
+
+# ------------------------------------------------------------------------------ reading a study by rung
+
+def study_rungs(study: optuna.Study) -> list[int]:
+    """The study's rung multiples ([] for a single-fidelity study)."""
+    exp = study.user_attrs.get("experiment") or {}
+    fid = exp.get("fidelity") if isinstance(exp, dict) else None
+    rungs = fid.get("rungs") if isinstance(fid, dict) else None
+    return [int(r) for r in rungs] if isinstance(rungs, list) else []
+
+
+def trials_per_rung(study: optuna.Study) -> dict[int, int]:
+    """{rung: trials that finished it} (a trial counts at every rung it finished; FAIL trials left out)."""
+    from optuna.trial import TrialState
+
+    out = dict.fromkeys(range(1, len(study_rungs(study)) + 1), 0)
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)):
+        for r in out:
+            if isinstance(t.user_attrs.get(f"rung_{r}"), dict):
+                out[r] += 1
+    return out
+
+
+def at_rung(df: pd.DataFrame, study: optuna.Study, rung: int | None = None) -> pd.DataFrame:
+    """The trials frame seen at one rung, so a front never mixes rungs.
+
+    Trials that finished `rung` (default: the top rung) carry their objective values at that
+    rung and count as COMPLETE there (the search state stays in "search_state"); every other
+    trial has no objective values. `df.attrs["rung"]` names the rung. A single-fidelity study
+    is returned unchanged, and asking it for a rung is a UserError.
+    """
+    from nas.common import UserError
+
+    rungs = study_rungs(study)
+    if not rungs:
+        if rung is not None:
+            raise UserError(f"argument --rung: study {study.study_name!r} has no fidelity rungs (single fidelity)")
+        return df
+    r = len(rungs) if rung is None else rung
+    if not 1 <= r <= len(rungs):
+        raise UserError(f"argument --rung: must be 1..{len(rungs)} (the study's rungs {rungs}), got {r}")
+    names = list(df.attrs.get("objectives") or [])
+    at = {t.number: t.user_attrs[f"rung_{r}"] for t in study.get_trials(deepcopy=False)
+          if isinstance(t.user_attrs.get(f"rung_{r}"), dict) and t.state.name != "FAIL"}
+    out = df.copy()
+    out.insert(2, "search_state", out["state"])
+    reached = out["number"].isin(list(at))
+    for n in names:
+        out[n] = [float(at[k].get(n, math.nan)) if k in at else math.nan for k in out["number"]]
+    out.loc[reached, "state"] = "COMPLETE"
+    out.loc[~reached & (out["state"] == "COMPLETE"), "state"] = "OTHER_RUNG"
+    out["rung"] = [r if k in at else None for k in out["number"]]
+    out.attrs = {**df.attrs, "rung": r, "rungs": rungs}
+    return out
+
+
+def rung_label(df: pd.DataFrame, epochs: int | None = None) -> str | None:
+    """"rung 3 of 3 (9x train.epochs)" for a frame from `at_rung`, None for single fidelity."""
+    r, rungs = df.attrs.get("rung"), df.attrs.get("rungs")
+    if r is None or not rungs:
+        return None
+    budget = f"{rungs[r - 1] * epochs} epochs" if epochs else f"{rungs[r - 1]}x train.epochs"
+    return f"rung {r} of {len(rungs)} ({budget}); values at this rung only"

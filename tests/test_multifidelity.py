@@ -4,6 +4,7 @@ experiment option, and the trial flow on a real Optuna study."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -107,7 +108,9 @@ def _replay_promotions(trials, names, directions, promote, population, n_rungs):
     return expected
 
 
-def test_optuna_search_promotes_by_the_rule_and_prunes_the_rest(tmp_path, tiny_yaml) -> None:
+def test_optuna_search_promotes_by_the_rule_prunes_the_rest_and_reads_by_rung(tmp_path, tiny_yaml, capsys) -> None:
+    import json
+
     import optuna
     from optuna.trial import TrialState
 
@@ -131,3 +134,41 @@ def test_optuna_search_promotes_by_the_rule_and_prunes_the_rest(tmp_path, tiny_y
         if top == 3:
             assert t.values[0] == pytest.approx(t.user_attrs["rung_3"]["accuracy"])
     assert not list((tmp_path / "run" / "rungs").glob("*"))  # rung checkpoints cleared when trials end
+    # pareto, status and export read one rung at a time (default: the top rung)
+    db = f"sqlite:///{tmp_path / 'run' / 'study.db'}"
+    top = {t.number: t.user_attrs["rung"] for t in study.get_trials() if "rung" in t.user_attrs}
+    at1 = {t.number: t.user_attrs["rung_1"] for t in study.get_trials() if "rung_1" in t.user_attrs}
+    capsys.readouterr()
+
+    assert main(["pareto", "tiny", "--storage", db, "--json"]) == 0
+    p3 = json.loads(capsys.readouterr().out)
+    assert p3["rung"] == 3 and p3["n_complete"] == sum(v == 3 for v in top.values())
+    assert p3["front"] and all(top[r["number"]] == 3 for r in p3["front"])
+    assert main(["pareto", "tiny", "--storage", db, "--json", "--rung", "1"]) == 0
+    p1 = json.loads(capsys.readouterr().out)
+    assert p1["rung"] == 1 and p1["n_complete"] == 6  # every trial finished rung 1, compared at rung 1 only
+    for r in p1["front"]:
+        assert r["accuracy"] == pytest.approx(at1[r["number"]]["accuracy"])
+    assert main(["pareto", "tiny", "--storage", db]) == 0
+    assert "rung 3 of 3 (3 epochs)" in capsys.readouterr().out
+    assert main(["pareto", "tiny", "--storage", db, "--rung", "4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "--rung" in err and "1..3" in err and "4" in err
+
+    assert main(["status", "tiny", "--storage", db, "--json"]) == 0
+    per = json.loads(capsys.readouterr().out)["trials_per_rung"]
+    assert per == {str(r): sum(v >= r for v in top.values()) for r in (1, 2, 3)}
+
+    out = tmp_path / "exp"
+    assert main(["export", "tiny", "--storage", db, "--pick", "max-accuracy", "--out", str(out), "--json",
+                 "--retrain", "2", "--retrain-reference", "shufflenet_v1_g3_x0_5"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    (ex,) = res["exports"]
+    assert top[ex["trial"]] == 3 and res["rung"] == 3
+    rt = ex["retrain"]
+    assert rt["epochs"] == 2 and 0 <= rt["accuracy"] <= 1 and Path(rt["weights"]).is_file()
+    assert rt["proxy_accuracy"] == pytest.approx(study.trials[ex["trial"]].user_attrs["rung_3"]["accuracy"])
+    assert json.loads((out / "arch.json").read_text())["retrain"]["accuracy"] == rt["accuracy"]
+    (ref,) = res["retrained_references"]
+    assert ref["preset"] == "shufflenet_v1_g3_x0_5" and ref["epochs"] == 2 and 0 <= ref["accuracy"] <= 1
+    assert main(["export", "tiny", "--storage", db, "--pick", "knee", "--out", str(out), "--retrain", "0"]) == 2
