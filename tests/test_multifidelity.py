@@ -172,3 +172,64 @@ def test_optuna_search_promotes_by_the_rule_prunes_the_rest_and_reads_by_rung(tm
     (ref,) = res["retrained_references"]
     assert ref["preset"] == "shufflenet_v1_g3_x0_5" and ref["epochs"] == 2 and 0 <= ref["accuracy"] <= 1
     assert main(["export", "tiny", "--storage", db, "--pick", "knee", "--out", str(out), "--retrain", "0"]) == 2
+
+
+@pytest.mark.slow
+def test_sigkill_inside_rung_2_then_resume_keeps_rung_1(tmp_path, tiny_yaml, held_search, wait_held) -> None:
+    """Killed while training rung 2 (a hook holds the first rung-2 training: same point however busy
+    the box), then `resume`: the finished trials are untouched, the killed trial's retry replays
+    rung 1 from its checkpoint instead of training it, and its results equal an uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import optuna
+    from optuna.trial import TrialState
+
+    from nas.cli import main
+
+    fid = "fidelity: {rungs: [1, 2, 3], promote: 0.5, min_population: 2}"
+    f = tiny_yaml(n=6, extra=fid, search="heartbeat_interval: 1, grace_period: 2")
+    url = f"sqlite:///{tmp_path / 'run' / 'study.db'}"
+    p, held = held_search(["search", str(f), "--no-progress"], after=0, seed=1)  # train.seed 0: rung 2 trains with 1
+    wait_held(held, p)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    p.stderr.close()
+    before = optuna.load_study(study_name="tiny", storage=url).get_trials()
+    (inside,) = [t for t in before if t.state == TrialState.RUNNING]
+    assert inside.user_attrs["rung"] == 1 and "rung_2" not in inside.user_attrs
+    assert (tmp_path / "run" / "rungs" / f"{inside.user_attrs['arch_id']}.json").is_file()
+    done = {t.number: (t.state, t.user_attrs) for t in before if t.state != TrialState.RUNNING}
+
+    r = subprocess.run([sys.executable, "-m", "nas", "resume", "tiny", "--storage", url, "--run-dir",
+                        str(tmp_path / "run"), "--no-progress"], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    after = optuna.load_study(study_name="tiny", storage=url).get_trials()
+    states = [t.state for t in after]
+    assert states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED) == 6, states
+    for t in after:
+        if t.number in done:  # nothing finished ran again or changed
+            assert (t.state, t.user_attrs) == done[t.number]
+    (killed,) = [t for t in after if t.number == inside.number]
+    assert killed.state == TrialState.FAIL and "worker lost" in killed.user_attrs["fail_reason"]
+    (retry,) = [t for t in after if t.user_attrs.get("retry_of") == inside.number]
+    assert retry.user_attrs["rungs_resumed"] == 1  # rung 1 replayed from the checkpoint, not retrained
+    assert retry.user_attrs["rung_1"] == inside.user_attrs["rung_1"]
+    assert retry.user_attrs["rung"] >= 2 and retry.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert sum("rungs_resumed" in t.user_attrs for t in after) == 1
+    assert not list((tmp_path / "run" / "rungs").glob("*"))
+
+    # the resumed rungs equal an uninterrupted search of the same experiment
+    g = tmp_path / "clean"
+    g.mkdir()
+    clean_yaml = g / "tiny.yaml"
+    clean_yaml.write_text(f.read_text().replace(str(tmp_path / "run"), str(g / "run")))
+    assert main(["search", str(clean_yaml), "--no-progress"]) == 0
+    clean = optuna.load_study(study_name="tiny", storage=f"sqlite:///{g / 'run' / 'study.db'}").get_trials()
+    (same,) = [t for t in clean if t.user_attrs.get("arch_id") == retry.user_attrs["arch_id"]
+               and "rung_2" in t.user_attrs]
+    for k in range(1, retry.user_attrs["rung"] + 1):
+        assert retry.user_attrs[f"rung_{k}"]["accuracy"] == pytest.approx(same.user_attrs[f"rung_{k}"]["accuracy"])
