@@ -114,12 +114,13 @@ def rung_vectors(trials: Sequence[Any], rung: int, objective_names: Sequence[str
 
 
 def rung_population(study: optuna.Study, rung: int, objective_names: Sequence[str]) -> dict[int, list[float]]:
-    """The rung's finished set as the study holds it (COMPLETE, PRUNED and RUNNING trials; a
-    FAILed trial's rung results count through its retry, which copies them)."""
+    """The rung's finished set as the study holds it: COMPLETE, PRUNED and RUNNING search trials (a
+    FAILed trial's rung results count through its retry, which replays them; reference presets
+    are comparison points, not candidates, and are left out)."""
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))
-    return rung_vectors(trials, rung, objective_names)
+    return rung_vectors([t for t in trials if not t.user_attrs.get("reference_preset")], rung, objective_names)
 
 
 # ------------------------------------------------------------------------------ training by rungs
@@ -251,6 +252,9 @@ def decide(study: optuna.Study, exp: Experiment, number: int, rung: int, values:
 
     if exp.fidelity is None:
         return True
+    me = [t for t in study.get_trials(deepcopy=False) if t.number == number]
+    if me and me[0].user_attrs.get("reference_preset"):
+        return True  # a paper preset trains to the top rung: the reference point of the top rung's front
     names = list(exp.objectives)
     population = rung_population(study, rung, names)
     population[number] = [float(values[o]) for o in names]

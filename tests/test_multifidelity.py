@@ -90,6 +90,35 @@ def test_fidelity_option_is_validated(tiny_yaml) -> None:
         load_experiment(tiny_yaml(extra="fidelity: {rungs: [1, 2]}", objectives="[naswot, mmacs]"))
 
 
+# ------------------------------------------------------------------------------ the study adapter
+
+def test_decide_reads_the_rung_from_the_study(tiny_yaml) -> None:
+    """The backends' question on a hand-made study: FAIL trials and paper presets are not in the
+    rung's population, a preset always trains on, the asking trial's own values count."""
+    import optuna
+    from optuna.trial import TrialState, create_trial
+
+    from nas.experiment import load_experiment
+    from nas.multifidelity import decide
+
+    exp = load_experiment(tiny_yaml(extra="fidelity: {rungs: [1, 3], promote: 0.5, min_population: 2}"))
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    rows = [(TrialState.PRUNED, {"rung_1": {"accuracy": 0.9, "mmacs": 1.0}}),   # 0 dominates everything
+            (TrialState.FAIL, {"rung_1": {"accuracy": 0.1, "mmacs": 0.1}}),     # 1 a dead trial: left out
+            (TrialState.PRUNED, {"rung_1": {"accuracy": 0.95, "mmacs": 0.5}, "reference_preset": "p"}),
+            (TrialState.RUNNING, {"reference_preset": "p"})]                    # 3 a preset asking
+    for state, attrs in rows:
+        vals = None if state != TrialState.COMPLETE else [0.0, 0.0]
+        study.add_trial(create_trial(state=state, values=vals, user_attrs=attrs))
+    worse = {"accuracy": 0.5, "mmacs": 2.0}
+    assert not decide(study, exp, 4, 1, worse)  # population {0, 4}: 1 promoted, trial 0
+    assert decide(study, exp, 4, 1, {"accuracy": 0.92, "mmacs": 0.9})  # dominates trial 0
+    assert decide(study, exp, 3, 1, worse)  # a preset always trains on
+    # min_population 3: only {0, 4} count (the FAIL trial and the preset would make 3 or 4), so no promotion
+    exp3 = load_experiment(tiny_yaml(extra="fidelity: {rungs: [1, 3], promote: 0.5, min_population: 3}"))
+    assert not decide(study, exp3, 4, 1, {"accuracy": 0.99, "mmacs": 0.05})
+
+
 # ------------------------------------------------------------------------------ the trial flow
 
 def _replay_promotions(trials, names, directions, promote, population, n_rungs):
