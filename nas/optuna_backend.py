@@ -696,7 +696,9 @@ def run_optuna_search(exp: Experiment, *, target: int | None = None, show_progre
     with SearchProgress(target, enabled=show_progress) as bar:
         def refresh(*_: Any) -> None:
             if bar.enabled:
-                bar.update(summarize(study, target, workers))
+                from nas.multifidelity import trials_per_rung
+
+                bar.update(summarize(study, target, workers), trials_per_rung(study) if exp.fidelity else None)
 
         refresh()
         if workers == 1:
