@@ -27,6 +27,7 @@ proxy network on 64 images of the proxy data set; MACs are the analytic counts e
 from __future__ import annotations
 
 import argparse
+import copy
 import functools
 import json
 import statistics
@@ -116,7 +117,7 @@ def run_one(base: dict[str, Any], sampler: str, seed: int, trials: int, workdir:
     from nas.results import open_study, trials_frame
 
     name = f"{sampler}_s{seed}"
-    base = dict(base)
+    base = copy.deepcopy(base)  # overrides write into nested sections: never into the caller's
     over: dict[str, Any] = {
         "search.sampler": "tpe" if sampler == "mf" else sampler, "search.seed": seed, "search.n_trials": trials,
         "search.study_name": name, "search.run_dir": str(workdir / name), "search.workers": 1,
