@@ -287,7 +287,8 @@ def trials_per_rung(study: optuna.Study) -> dict[int, int]:
 def at_rung(df: pd.DataFrame, study: optuna.Study, rung: int | None = None) -> pd.DataFrame:
     """The trials frame seen at one rung, so a front never mixes rungs.
 
-    Trials that finished `rung` (default: the top rung) carry their objective values at that
+    Trials that finished `rung` (default: the highest rung a search trial -- not a reference
+    preset -- finished; a short search may promote none to the top) carry their objective values at that
     rung and count as COMPLETE there (the search state stays in "search_state"); every other
     trial has no objective values. `df.attrs["rung"]` names the rung. A single-fidelity study
     is returned unchanged, and asking it for a rung is a UserError.
@@ -299,7 +300,7 @@ def at_rung(df: pd.DataFrame, study: optuna.Study, rung: int | None = None) -> p
         if rung is not None:
             raise UserError(f"argument --rung: study {study.study_name!r} has no fidelity rungs (single fidelity)")
         return df
-    r = len(rungs) if rung is None else rung
+    r = rung if rung is not None else _top_reached(study, len(rungs))
     if not 1 <= r <= len(rungs):
         raise UserError(f"argument --rung: must be 1..{len(rungs)} (the study's rungs {rungs}), got {r}")
     names = list(df.attrs.get("objectives") or [])
@@ -315,6 +316,14 @@ def at_rung(df: pd.DataFrame, study: optuna.Study, rung: int | None = None) -> p
     out["rung"] = [r if k in at else None for k in out["number"]]
     out.attrs = {**df.attrs, "rung": r, "rungs": rungs}
     return out
+
+
+def _top_reached(study: optuna.Study, n_rungs: int) -> int:
+    top = 1
+    for t in study.get_trials(deepcopy=False):
+        if t.state.name != "FAIL" and not t.user_attrs.get("reference_preset"):
+            top = max([top, *(r for r in range(1, n_rungs + 1) if isinstance(t.user_attrs.get(f"rung_{r}"), dict))])
+    return top
 
 
 def rung_label(df: pd.DataFrame, epochs: int | None = None) -> str | None:

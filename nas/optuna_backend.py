@@ -579,7 +579,8 @@ def log_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         vals = ", ".join(f"{n}={v:.4g}" for n, v in zip(study.metric_names or [], trial.values or [], strict=False))
         log.info("trial %d complete: %s (arch %s)", trial.number, vals, ua.get("arch_id", "?"))
     elif trial.state == TrialState.PRUNED:
-        why = ua.get("fail_reason") or f"stopped at epoch {ua.get('stopped_epoch')}"
+        why = ua.get("fail_reason") or (f"not promoted past rung {ua['rung']} (epoch {ua.get('stopped_epoch')})"
+                                        if "rung" in ua else f"stopped at epoch {ua.get('stopped_epoch')}")
         log.info("trial %d pruned: %s", trial.number, why)
     else:
         log.info("trial %d %s: %s", trial.number, trial.state.name.lower(), ua.get("fail_reason", ""))

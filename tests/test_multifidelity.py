@@ -291,3 +291,25 @@ def test_ray_and_optuna_backends_promote_the_same_trials(tmp_path, tiny_yaml, ne
                          for t in sorted(trials, key=lambda t: t.number)]
     assert seen["optuna"] == seen["ray"]
     assert {s[2] for s in seen["ray"]} >= {1, 3}  # promotions and prunings both happened
+
+
+def test_default_rung_is_the_highest_a_search_trial_reached() -> None:
+    """A reference preset always reaches the top rung; the default front is not built on it alone."""
+    import optuna
+    from optuna.trial import TrialState, create_trial
+
+    from nas.multifidelity import at_rung
+    from nas.results import trials_frame
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.set_user_attr("objectives", ["accuracy", "mmacs"])
+    study.set_user_attr("experiment", {"fidelity": {"rungs": [1, 3]}})
+    r1 = {"accuracy": 0.5, "mmacs": 2.0}
+    study.add_trial(create_trial(state=TrialState.COMPLETE, values=[0.9, 9.0], user_attrs={
+        "reference_preset": "p", "rung": 2, "rung_1": r1, "rung_2": {"accuracy": 0.9, "mmacs": 9.0}}))
+    study.add_trial(create_trial(state=TrialState.PRUNED, user_attrs={"rung": 1, "rung_1": r1}))
+    df = at_rung(trials_frame(study), study)
+    assert df.attrs["rung"] == 1
+    assert list(df["state"]) == ["COMPLETE", "COMPLETE"] and list(df["search_state"]) == ["COMPLETE", "PRUNED"]
+    assert list(df["accuracy"]) == [0.5, 0.5]  # the preset too is read at rung 1, never at its own top
+    assert at_rung(trials_frame(study), study, 2).attrs["rung"] == 2

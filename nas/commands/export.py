@@ -41,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "budget, for comparison; repeatable")
     p.add_argument("--rung", type=int, default=None, metavar="N",
                    help="multi-fidelity studies: pick among the trials that finished rung N, by their values at "
-                        "rung N (default: the top rung)")
+                        "rung N (default: the highest rung a search trial reached)")
     p.set_defaults(func=run)
 
 

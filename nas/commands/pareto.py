@@ -28,7 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--rung", type=int, default=None, metavar="N",
                    help="multi-fidelity studies: the front of the trials that finished rung N, at rung N "
-                        "(default: the top rung; rungs are never mixed in one front)")
+                        "(default: the highest rung a search trial reached; rungs are never mixed in one front)")
     p.set_defaults(func=run)
 
 
