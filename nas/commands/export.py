@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
             export_trial(study, storage, df, ch.number, dest, reason=ch.reason, weights=args.weights,
                          onnx=args.onnx, deploy=args.deploy, objectives=info.objectives)
         )
-    references = _retrain(args, study, results, out) if args.retrain is not None else []
+    references = _retrain(args, study, results, out, df.attrs.get("rung")) if args.retrain is not None else []
     if args.json:
         import json
 
@@ -122,7 +122,8 @@ def _acc(v: float | None) -> str:
     return "-" if v is None else f"{v:.4f}"
 
 
-def _retrain(args: argparse.Namespace, study: object, results: list[dict], out: object) -> list[dict]:
+def _retrain(args: argparse.Namespace, study: object, results: list[dict], out: object,
+             rung: int | None) -> list[dict]:
     """--retrain: each export's architecture and each --retrain-reference preset, at EPOCHS, same recipe."""
     import json
     from pathlib import Path
@@ -134,7 +135,7 @@ def _retrain(args: argparse.Namespace, study: object, results: list[dict], out: 
     exp = study.user_attrs.get("experiment") or {}  # type: ignore[attr-defined]
     if not exp:
         raise UserError(f"argument --retrain: study {args.study!r} does not record its experiment (no recipe)")
-    rung_note = f" at rung {args.rung}" if args.rung else ""
+    rung_note = f" at rung {rung}" if rung else ""
     for r in results:
         arch_file = Path(r["out"]) / "arch.json"
         meta = json.loads(arch_file.read_text())
