@@ -10,6 +10,15 @@ trial), the script says whether any searched architecture of that sampler domina
 
   python bench/search_quality.py --cheap            # minutes: NASWOT score as the accuracy proxy
   python bench/search_quality.py --trials 20        # real proxy training (slow: every trial trains)
+  python bench/search_quality.py --time-budget 60 --samplers random,tpe,nsga2,mf   # equal CPU time
+
+`--time-budget S` (training mode) gives every method the same wall time S per seed instead of
+the same trial count, and trains single-fidelity methods at the full budget (train.epochs x
+the top rung); `mf` is TPE with `fidelity: {rungs: [1, 3, 9], promote: 1/3}` on the base
+epochs, so its top rung is that same full budget: every front is compared at one fidelity.
+Methods run interleaved (seed by seed) so machine noise hits them alike. Reference presets
+are left out in this mode (they would eat the short budget). Goal printed as PASS/FAIL:
+multi-fidelity >= 1.1x random and above TPE (median hypervolume over seeds).
 
 `--cheap` replaces proxy training by the NASWOT zero-cost score (Mellor et al. 2021) of the
 proxy network on 64 images of the proxy data set; MACs are the analytic counts either way.
@@ -18,6 +27,7 @@ proxy network on 64 images of the proxy data set; MACs are the analytic counts e
 from __future__ import annotations
 
 import argparse
+import copy
 import functools
 import json
 import statistics
@@ -90,16 +100,36 @@ def cheap_evaluate(arch: Any, exp: Any, reporter: Any = None, *, run_dir: Any = 
     return EvalResult(values={"accuracy": score, "mmacs": mm}, attrs=attrs, constraint=cons)
 
 
-def run_one(base: dict[str, Any], sampler: str, seed: int, trials: int, workdir: Path, cheap: bool) -> Any:
+MF_RUNGS = [1, 3, 9]
+#: --time-budget without --experiment: the quickstart's recipe on small batches (a full-budget trial
+#: is 9 epochs of 6 batches), so a budget of a minute holds tens of trials, not one
+TIMED: dict[str, Any] = {
+    "data": {"name": "default", "train_size": 1500, "val_size": 500, "resolution": 16, "seed": 0},
+    "train": {"epochs": 1, "batch_size": 64, "max_batches_per_epoch": 6, "optimizer": "adamw", "lr": 0.002,
+              "weight_decay": 0.01, "threads": 1},
+}
+
+
+def run_one(base: dict[str, Any], sampler: str, seed: int, trials: int, workdir: Path, cheap: bool,
+            time_budget: float | None = None) -> Any:
     from nas.experiment import validate_experiment
     from nas.optuna_backend import TrialObjective, run_optuna_search
     from nas.results import open_study, trials_frame
 
     name = f"{sampler}_s{seed}"
-    exp = validate_experiment(base, "bench", {
-        "search.sampler": sampler, "search.seed": seed, "search.n_trials": trials, "search.study_name": name,
-        "search.run_dir": str(workdir / name), "search.workers": 1,
-    })
+    base = copy.deepcopy(base)  # overrides write into nested sections: never into the caller's
+    over: dict[str, Any] = {
+        "search.sampler": "tpe" if sampler == "mf" else sampler, "search.seed": seed, "search.n_trials": trials,
+        "search.study_name": name, "search.run_dir": str(workdir / name), "search.workers": 1,
+    }
+    if time_budget is not None:  # equal time; every front at the full budget (base epochs x top rung)
+        epochs = int(base.get("train", {}).get("epochs", 1))
+        over.update({"search.timeout": time_budget, "search.n_trials": 100_000, "reference_presets": []})
+        if sampler == "mf":
+            base["fidelity"] = {"rungs": MF_RUNGS, "promote": "1/3"}
+        else:
+            over["train.epochs"] = epochs * MF_RUNGS[-1]
+    exp = validate_experiment(base, "bench", over)
     objective = TrialObjective(exp, trials, evaluate_fn=cheap_evaluate) if cheap else None
     run_optuna_search(exp, show_progress=False, objective=objective)
     return trials_frame(open_study(name, exp.storage_url))
@@ -112,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--samplers", default="random,tpe,nsga2")
     ap.add_argument("--cheap", action="store_true", help="NASWOT zero-cost score instead of proxy training")
+    ap.add_argument("--time-budget", type=float, default=None, metavar="S",
+                    help="equal wall time S per method and seed (training mode); enables method mf")
     ap.add_argument("--workdir", default=None, help="where studies go (default: a temporary folder)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
@@ -128,19 +160,24 @@ def main(argv: list[str] | None = None) -> int:
 
         base = yaml.safe_load(Path(args.experiment).read_text())
         base.setdefault("latency", {"backend": "none"})
+    elif args.time_budget is not None:
+        base.update(TIMED)
     if args.cheap:
         base["objectives"] = ["accuracy", "mmacs"]
     samplers = [s.strip() for s in args.samplers.split(",") if s.strip()]
+    if "mf" in samplers and (args.time_budget is None or args.cheap):
+        print("--samplers mf needs --time-budget S (training mode: equal CPU time)", file=sys.stderr)
+        return 2
     if "random" not in samplers:
         samplers.insert(0, "random")
     seeds = [int(s) for s in args.seeds.split(",")]
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="shufflenas_bench_"))
     frames: dict[tuple[str, int], pd.DataFrame] = {}
     seconds: dict[tuple[str, int], float] = {}
-    for s in samplers:
-        for seed in seeds:
+    for seed in seeds:  # seed by seed, methods interleaved: machine noise hits every method alike
+        for s in samplers:
             t0 = time.perf_counter()
-            frames[(s, seed)] = run_one(base, s, seed, args.trials, workdir, args.cheap)
+            frames[(s, seed)] = run_one(base, s, seed, args.trials, workdir, args.cheap, args.time_budget)
             seconds[(s, seed)] = time.perf_counter() - t0
             print(f"  {s} seed {seed}: {len(frames[(s, seed)])} trials in {seconds[(s, seed)]:.1f} s",
                   file=sys.stderr)
@@ -161,9 +198,10 @@ def main(argv: list[str] | None = None) -> int:
         ref.append(lo - pad if d == "maximize" else hi + pad)
     hv = {k: hypervolume(feasible_trials(f, objectives)[objectives], directions, ref) for k, f in frames.items()}
     rnd = statistics.mean(hv[("random", s)] for s in seeds)
+    rnd_med = statistics.median(hv[("random", s)] for s in seeds)
     result: dict[str, Any] = {
         "accuracy_proxy": "NASWOT zero-cost score (--cheap)" if args.cheap else "proxy training (objectives.accuracy)",
-        "trials": args.trials, "seeds": seeds, "budget": budget, "objectives": objectives, "reference_point": ref,
+        "trials": args.trials, "time_budget_s": args.time_budget, "seeds": seeds, "budget": budget, "objectives": objectives, "reference_point": ref,
         "workdir": str(workdir), "samplers": {},
     }
     for s in samplers:
@@ -171,8 +209,19 @@ def main(argv: list[str] | None = None) -> int:
         result["samplers"][s] = {
             "hypervolume": vals, "mean": statistics.mean(vals),
             "ratio_to_random": statistics.mean(vals) / rnd if rnd else float("nan"),
+            "median_ratio_to_random": statistics.median(vals) / rnd_med if rnd_med else float("nan"),
+            # spread: each seed against random on the same seed
+            "seed_ratios": [hv[(s, seed)] / hv[("random", seed)] if hv[("random", seed)] else float("nan")
+                            for seed in seeds],
             "seconds": [round(seconds[(s, seed)], 1) for seed in seeds],
+            "complete_trials": [len(feasible_trials(frames[(s, seed)], objectives)) for seed in seeds],
         }
+    if "mf" in samplers:
+        mf = result["samplers"]["mf"]["median_ratio_to_random"]
+        tpe = result["samplers"].get("tpe", {}).get("median_ratio_to_random")
+        ok = mf >= 1.1 and (tpe is None or mf > tpe)
+        result["goal"] = {"text": "multi-fidelity >= 1.1x random and above single-fidelity TPE (median HV)",
+                          "mf_ratio": mf, "tpe_ratio": tpe, "passed": ok}
     presets: dict[str, dict[str, Any]] = {}
     for (s, _seed), f in frames.items():
         refs = reference_trials(f, objectives)
@@ -186,11 +235,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"search quality: {args.trials} trials x seeds {seeds}, budget {budget}, accuracy = {result['accuracy_proxy']}")
+    size = f"{args.time_budget:g} s each" if args.time_budget else f"{args.trials} trials"
+    print(f"search quality: {size} x seeds {seeds}, budget {budget}, accuracy = {result['accuracy_proxy']}")
     print(f"hypervolume reference point: {dict(zip(objectives, ref, strict=True))}")
     for s, r in result["samplers"].items():
         hvs = ", ".join(f"{v:.4g}" for v in r["hypervolume"])
-        print(f"  {s:7s} HV mean {r['mean']:.4g} ({hvs})  ratio to random {r['ratio_to_random']:.3f}")
+        spread = ", ".join(f"{v:.2f}" for v in r["seed_ratios"])
+        print(f"  {s:7s} HV mean {r['mean']:.4g} ({hvs})  ratio to random {r['ratio_to_random']:.3f} "
+              f"(median {r['median_ratio_to_random']:.3f}; per seed {spread}; full-budget trials "
+              f"{r['complete_trials']})")
+    if "goal" in result:
+        g = result["goal"]
+        tpe = f"{g['tpe_ratio']:.3f}" if g["tpe_ratio"] is not None else "not run"
+        print(f"  {'PASS' if g['passed'] else 'FAIL'}: {g['text']}: mf {g['mf_ratio']:.3f}x, tpe {tpe}x")
     for name, e in presets.items():
         vals = ", ".join(f"{k}={v:.4g}" for k, v in e["values"].items())
         doms = "; ".join(f"{s}: {sum(v)}/{len(v)} seeds" for s, v in e["dominated_by"].items())

@@ -28,6 +28,9 @@ class Reporter(Protocol):
         """Called after each proxy epoch; True stops (prunes) the trial."""
         ...
 
+    # with a `fidelity` section, a reporter may also define promote(rung, values) -> bool:
+    # called when the trial finishes a rung below the top; False stops it there (PRUNED)
+
 
 class OverBudget(Exception):
     """The candidate violates the budget; it was not trained. `constraint` as for Optuna (<= 0 feasible)."""
@@ -272,7 +275,15 @@ def evaluate(
                     return True
                 return False
 
-            tr = train_proxy(model, data, exp.train.to_train_config(), report)
+            if exp.fidelity is None:
+                tr = train_proxy(model, data, exp.train.to_train_config(), report)
+            else:  # successive halving: train rung by rung, the reporter decides each promotion
+                from nas.multifidelity import RungCheckpoint, fingerprint, train_rungs
+
+                ckpt = RungCheckpoint(rd, arch.arch_id, fingerprint(exp, arch.to_json()))
+                tr, stop_rung = train_rungs(model, data, exp, ckpt, report, getattr(reporter, "promote", None), put,
+                                            with_score)
+                stopped = tr.epochs_run if stop_rung is not None else None
             acc = float(tr.accuracy)
             if not math.isfinite(acc):
                 raise RuntimeError(f"proxy accuracy is not finite ({acc})")

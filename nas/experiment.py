@@ -173,6 +173,45 @@ class EarlyStoppingConfig(_Strict):
     min_epoch: int = Field(1, ge=1)
 
 
+class FidelityConfig(_Strict):
+    """Multi-fidelity successive halving (nas.multifidelity): off when the section is absent.
+
+    `rungs` are multiples of the base budget (train.epochs): [1, 3, 9] trains every candidate
+    for 1x, the promoted `promote` fraction of each rung on to 3x, then 9x. `promote` takes a
+    number or a fraction written as "1/3"; floor(finished * promote) of a rung are promoted once
+    it holds `min_population` finished trials (default: the smallest set that promotes one).
+    """
+
+    rungs: list[int]
+    promote: float = Field(1 / 3, gt=0, lt=1)
+    min_population: int | None = Field(None, ge=1)
+
+    @field_validator("rungs")
+    @classmethod
+    def _rungs(cls, v: list[int]) -> list[int]:
+        if len(v) < 2 or v[0] < 1 or any(b <= a for a, b in zip(v, v[1:], strict=False)):
+            raise ValueError(f"must be >= 2 strictly increasing multiples of train.epochs, the first >= 1, got {v}")
+        return v
+
+    @field_validator("promote", mode="before")
+    @classmethod
+    def _promote(cls, v: Any) -> Any:
+        if isinstance(v, str) and "/" in v:
+            from fractions import Fraction
+
+            try:
+                return float(Fraction(v.replace(" ", "")))
+            except (ValueError, ZeroDivisionError):
+                raise ValueError(f"must be a number or a fraction such as 1/3, got {v!r}") from None
+        return v
+
+    @property
+    def population(self) -> int:
+        import math
+
+        return self.min_population or math.ceil(1 / self.promote - 1e-9)
+
+
 class Experiment(_Strict):
     name: str
     description: str | None = None
@@ -188,6 +227,7 @@ class Experiment(_Strict):
     keep_weights: bool = True
     search: SearchConfig = SearchConfig()
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
+    fidelity: FidelityConfig | None = None
     reference_presets: list[str] = []
 
     @field_validator("name")
@@ -239,6 +279,12 @@ class Experiment(_Strict):
             raise ValueError(
                 f"budget: min_mmacs < max_mmacs must hold, got ({self.budget.min_mmacs}, {self.budget.max_mmacs})"
             )
+        if self.fidelity is not None and not self.needs_training:
+            raise ValueError(f"fidelity: rungs need a trained objective (accuracy or score) among the objectives, "
+                             f"got {self.objectives}")
+        if self.fidelity is not None and self.early_stopping.enabled:
+            raise ValueError("fidelity: multi-fidelity replaces early_stopping; set early_stopping.enabled: false "
+                             "or remove the fidelity section")
         try:
             self.build_space()
         except (ValueError, TypeError) as e:

@@ -459,3 +459,26 @@ def onnx_bytes(model_py: Path, input_chw: tuple[int, int, int], weights: Path | 
     from objectives.latency.onnx_export import export_onnx_bytes
 
     return export_onnx_bytes(net, input_chw)
+
+
+def retrain(arch_json: str, experiment: dict[str, Any], epochs: int, run_dir: Path) -> dict[str, Any]:
+    """Train one architecture at full fidelity (`epochs`) with the study's own recipe, through the
+    same `nas.evaluate.evaluate` as the search (no second trainer): single fidelity, no early
+    stopping, no latency or budget gate (the figure wanted is accuracy). Weights go to
+    run_dir/weights/. Returns {"epochs", "accuracy", "best_accuracy", "seconds", "weights"}."""
+    from nas.evaluate import evaluate
+    from nas.experiment import Experiment, LatencyConfig
+    from search_spaces import ArchBase
+
+    exp = Experiment.from_stored(experiment)
+    # model_copy skips validation on purpose: an unbounded budget is not a valid experiment
+    full = exp.model_copy(update={
+        "train": exp.train.model_copy(update={"epochs": int(epochs)}), "fidelity": None,
+        "early_stopping": exp.early_stopping.model_copy(update={"enabled": False}),
+        "latency": LatencyConfig(backend="none"), "objectives": ["accuracy", "mmacs"], "zero_cost": False,
+        "keep_weights": True, "score": None,
+        "budget": exp.budget.model_copy(update={"max_mmacs": math.inf, "min_mmacs": None, "max_latency_ms": None}),
+    })
+    res = evaluate(ArchBase.from_json(arch_json), full, None, run_dir=run_dir)
+    return {"epochs": int(epochs), "accuracy": res.values["accuracy"], "best_accuracy": res.attrs.get("best_accuracy"),
+            "seconds": res.attrs.get("time_train_s"), "weights": res.attrs.get("weights")}

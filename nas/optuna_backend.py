@@ -307,6 +307,11 @@ class _TrialReporter:
         history = history_from_study(self.study, epoch, names, exclude_number=self.trial.number)
         return bool(self.stopper.should_stop(epoch, values, history))
 
+    def promote(self, rung: int, values: dict[str, float]) -> bool:
+        from nas.multifidelity import decide
+
+        return decide(self.study, self.exp, self.trial.number, rung, values)
+
 
 class _Surplus(Exception):
     pass
@@ -381,7 +386,7 @@ class _AttrBuffer:
         self.user[key] = value
         # epochs always (others read them to stop early); phases only once the trial is slow
         # enough that a crash would otherwise lose real work. The caller flushes at the end.
-        if key.startswith("acc_epoch_") or (
+        if key.startswith(("acc_epoch_", "rung_")) or (
             key in _FLUSH_KEYS and time.monotonic() - self.last >= self.min_interval_s
         ):
             self.flush()
@@ -482,6 +487,8 @@ class TrialObjective:
             trial.set_user_attr("fail_reason", f"{type(e).__name__}: {msg}"[:500])
             raise
         if res.stopped_epoch is not None:
+            if exp.fidelity is not None:
+                raise optuna.TrialPruned(f"not promoted past rung {res.attrs.get('rung')}")
             raise optuna.TrialPruned(f"stopped at epoch {res.stopped_epoch}: dominated by earlier trials")
         return res.ordered(list(exp.objectives))
 
@@ -564,7 +571,8 @@ def log_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         vals = ", ".join(f"{n}={v:.4g}" for n, v in zip(study.metric_names or [], trial.values or [], strict=False))
         log.info("trial %d complete: %s (arch %s)", trial.number, vals, ua.get("arch_id", "?"))
     elif trial.state == TrialState.PRUNED:
-        why = ua.get("fail_reason") or f"stopped at epoch {ua.get('stopped_epoch')}"
+        why = ua.get("fail_reason") or (f"not promoted past rung {ua['rung']} (epoch {ua.get('stopped_epoch')})"
+                                        if "rung" in ua else f"stopped at epoch {ua.get('stopped_epoch')}")
         log.info("trial %d pruned: %s", trial.number, why)
     else:
         log.info("trial %d %s: %s", trial.number, trial.state.name.lower(), ua.get("fail_reason", ""))
@@ -681,7 +689,9 @@ def run_optuna_search(exp: Experiment, *, target: int | None = None, show_progre
     with SearchProgress(target, enabled=show_progress) as bar:
         def refresh(*_: Any) -> None:
             if bar.enabled:
-                bar.update(summarize(study, target, workers))
+                from nas.multifidelity import trials_per_rung
+
+                bar.update(summarize(study, target, workers), trials_per_rung(study) if exp.fidelity else None)
 
         refresh()
         if workers == 1:

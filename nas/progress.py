@@ -49,7 +49,8 @@ class SearchProgress:
             self._task = self._progress.add_task("search", total=self.total, info="")
         return self
 
-    def update(self, summary: Any) -> None:
+    def update(self, summary: Any, rungs: dict[int, int] | None = None) -> None:
+        """`rungs` ({rung: trials that finished it}) for a multi-fidelity search."""
         if self._progress is None:
             return
         from nas.optuna_backend import eta_text
@@ -57,6 +58,8 @@ class SearchProgress:
         share = "-" if summary.feasible_share is None else f"{summary.feasible_share:.0%}"
         info = (f"fit {share} | best of each {describe_best(summary.best)} | "
                 f"ETA {eta_text(summary.eta_s)} | failed {summary.counts.get('FAIL', 0)}")
+        if rungs:
+            info += " | per rung " + "/".join(str(n) for n in rungs.values())
         self._progress.update(self._task, completed=min(summary.done, self.total), info=info)
 
     def __exit__(self, *exc: Any) -> None:

@@ -248,6 +248,23 @@ class _RayReporter:
             return False
         return bool(self.stopper.should_stop(epoch, [float(v) for v in values], history))
 
+    def promote(self, rung: int, values: dict[str, float]) -> bool:
+        """Record the rung (the driver writes it to the study), then the shared promotion rule."""
+        from ray import tune
+
+        from nas.multifidelity import decide
+
+        fid, epochs = self.exp.fidelity, self.exp.train.epochs
+        epoch = (fid.rungs[rung - 1] if fid else rung) * epochs
+        tune.report({**{o: values.get(o) for o in self.exp.objectives}, "epoch": epoch,
+                     "epoch_accuracy": float(values["accuracy"]), "attrs_json": json.dumps(self.attrs)})
+        try:
+            return decide(_worker_study(self.exp.storage_url, self.exp.study_name), self.exp, self.number, rung,
+                          values)
+        except Exception as e:  # e.g. a SQLite file on another node: train on, don't guess
+            logging.getLogger("nas.search").warning("rung %d: promoted, cannot read the study (%s)", rung, e)
+            return True
+
 
 def _where() -> dict[str, Any]:
     """The Ray node (id and IP) this trial runs on, recorded on the trial."""

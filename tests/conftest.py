@@ -200,8 +200,11 @@ _HOLD = r"""
 import os, sys, time
 import objectives.accuracy as acc
 after, epoch_at, marker = int(os.environ["HOLD_AFTER"]), int(os.environ.get("HOLD_EPOCH", "1")), os.environ["HOLD_FILE"]
+seed_only = os.environ.get("HOLD_SEED")  # count only trainings with this seed (a multi-fidelity rung)
 inner, seen = acc.train_proxy, [0]
 def train_proxy(model, data, cfg, report=None, *a, **kw):
+    if seed_only is not None and cfg.seed != int(seed_only):
+        return inner(model, data, cfg, report, *a, **kw)
     mine = seen[0]
     seen[0] += 1
     def hook(epoch, value):
@@ -221,13 +224,16 @@ sys.exit(main(sys.argv[1:]))
 @pytest.fixture
 def held_search(tmp_path: Path) -> Callable[..., tuple[subprocess.Popen[bytes], Path]]:
     """held_search(argv, after=N) starts `shufflenas ARGV` in a new session; it holds inside the
-    (N+1)-th trial it trains. Returns (process, marker file that appears once it holds)."""
+    (N+1)-th trial it trains (with seed=S: the (N+1)-th training with train seed S, e.g. the
+    first rung-2 training of a multi-fidelity search, whose rung r trains with seed+r-1). Returns (process, marker file that appears once it holds)."""
     counter = [0]
 
-    def start(argv: list[str], *, after: int, epoch: int = 1, cwd: Path | None = None) -> tuple[Any, Path]:
+    def start(argv: list[str], *, after: int, epoch: int = 1, cwd: Path | None = None,
+              seed: int | None = None) -> tuple[Any, Path]:
         counter[0] += 1
         marker = tmp_path / f"held-{counter[0]}"
-        env = child_env(HOLD_AFTER=str(after), HOLD_EPOCH=str(epoch), HOLD_FILE=str(marker))
+        env = child_env(HOLD_AFTER=str(after), HOLD_EPOCH=str(epoch), HOLD_FILE=str(marker),
+                        **({"HOLD_SEED": str(seed)} if seed is not None else {}))
         p = subprocess.Popen([sys.executable, "-c", _HOLD, *argv], cwd=cwd or tmp_path, env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         return p, marker

@@ -26,6 +26,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hv-plot", action="append", default=[], metavar="FILE",
                    help="hypervolume-over-trials plot, .png or .html; repeatable")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--rung", type=int, default=None, metavar="N",
+                   help="multi-fidelity studies: the front of the trials that finished rung N, at rung N "
+                        "(default: the highest rung a search trial reached; rungs are never mixed in one front)")
     p.set_defaults(func=run)
 
 
@@ -36,11 +39,12 @@ _COLUMNS = (*_ARCH_COLUMNS, "stem", "family", "latency_backend", "arch_id")
 
 def run(args: argparse.Namespace) -> int:
     from nas.common import UserError
+    from nas.multifidelity import at_rung, rung_label
     from nas.pareto import pareto_info
     from nas.results import open_study, trials_frame
 
     study = open_study(args.study, args.storage)
-    df = trials_frame(study)
+    df = at_rung(trials_frame(study), study, args.rung)
     objectives = None
     if args.objectives is not None:
         objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
@@ -72,9 +76,12 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         import json
 
-        print(json.dumps({**_as_json(info, written), "fidelity": fidelity}, indent=2, default=str))
+        print(json.dumps({**_as_json(info, written), "fidelity": fidelity, "rung": df.attrs.get("rung")},
+                         indent=2, default=str))
         return 0
     _print(info, written)
+    if rung_label(df):
+        print(rung_label(df, (study.user_attrs.get("experiment") or {}).get("train", {}).get("epochs")))
     from nas.fidelity import describe_summary
 
     line = describe_summary(fidelity)

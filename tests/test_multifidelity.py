@@ -1,0 +1,315 @@
+"""Multi-fidelity promotion rule on hand-made rungs (ranks, crowding, ties, counts), the
+experiment option, and the trial flow on a real Optuna study."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from nas.multifidelity import crowding_distance, promoted_count, promotes, rank_trials, select_promoted
+
+ACC_MMACS = ["maximize", "minimize"]
+
+
+def test_nondominated_first_then_crowding() -> None:
+    # front 0: 0, 1, 2 (2 is interior, finite crowding); 3 and 4 are dominated
+    rung = {0: [0.90, 30.0], 1: [0.80, 10.0], 2: [0.85, 20.0], 3: [0.70, 40.0], 4: [0.60, 50.0], 5: [0.84, 25.0]}
+    assert rank_trials(rung, ACC_MMACS)[:3] == [0, 1, 2]
+    # 6 trials, promote 1/3 -> exactly 2: the two boundary points of front 0, not the interior one
+    assert select_promoted(rung, ACC_MMACS, 1 / 3) == [0, 1]
+    assert promotes(1, rung, ACC_MMACS, 1 / 3) and not promotes(2, rung, ACC_MMACS, 1 / 3)
+    # half: all of front 0 (3), never a dominated trial ahead of a non-dominated one
+    assert select_promoted(rung, ACC_MMACS, 0.5) == [0, 1, 2]
+
+
+def test_crowding_prefers_the_isolated_point() -> None:
+    # one front of 5 (accuracy up, MMACs up); 2 sits alone in a wide gap, 3 is crowded by 4
+    front = {0: [0.50, 10.0], 1: [0.55, 12.0], 2: [0.70, 30.0], 3: [0.88, 48.0], 4: [0.90, 50.0]}
+    d = crowding_distance(list(front.values()))
+    assert math.isinf(d[0]) and math.isinf(d[4])
+    assert d[2] > d[1] and d[2] > d[3]
+    assert d[2] == pytest.approx((0.88 - 0.55) / 0.40 + (48 - 12) / 40)
+    assert select_promoted(front, ACC_MMACS, 0.6) == [0, 4, 2]
+
+
+def test_ties_break_by_trial_number() -> None:
+    same = {7: [0.8, 20.0], 3: [0.8, 20.0], 5: [0.8, 20.0], 9: [0.5, 40.0]}
+    assert rank_trials(same, ACC_MMACS) == [3, 5, 7, 9]
+    assert select_promoted(same, ACC_MMACS, 0.5) == [3, 5]
+    # equal in one objective and better in the other dominates: 1 is behind 0 and 2
+    weak = {0: [0.8, 20.0], 1: [0.8, 25.0], 2: [0.9, 25.0]}
+    assert rank_trials(weak, ACC_MMACS)[-1] == 1
+
+
+@pytest.mark.parametrize(("n", "promote", "expected"), [
+    (2, 1 / 3, 0), (3, 1 / 3, 1), (5, 1 / 3, 1), (6, 1 / 3, 2), (9, 1 / 3, 3), (10, 0.5, 5), (4, 0.25, 1),
+    (7, 0.5, 3),
+])
+def test_fraction_rounds_down(n: int, promote: float, expected: int) -> None:
+    assert promoted_count(n, promote, 1) == expected
+    rung = {i: [0.5 + i / 100, 10.0 + i] for i in range(n)}  # one front: every trial non-dominated
+    assert len(select_promoted(rung, ACC_MMACS, promote)) == expected
+
+
+def test_min_population_holds_promotion_back() -> None:
+    rung = {0: [0.9, 10.0], 1: [0.1, 90.0], 2: [0.2, 80.0], 3: [0.3, 70.0]}
+    assert select_promoted(rung, ACC_MMACS, 0.5, min_population=5) == []
+    assert select_promoted(rung, ACC_MMACS, 0.5, min_population=4) == [0, 3]
+
+
+def test_non_finite_never_promoted_but_counts() -> None:
+    rung = {0: [math.nan, 10.0], 1: [0.5, 20.0], 2: [0.4, 30.0]}
+    assert select_promoted(rung, ACC_MMACS, 2 / 3) == [1, 2]
+    with pytest.raises(ValueError, match="trial 9"):
+        promotes(9, rung, ACC_MMACS, 0.5)
+
+
+# ------------------------------------------------------------------------------ the experiment option
+
+def test_fidelity_option_is_validated(tiny_yaml) -> None:
+    from nas.experiment import ExperimentError, load_experiment
+
+    exp = load_experiment(tiny_yaml(extra='fidelity: {rungs: [1, 3, 9], promote: "1/3"}'))
+    assert exp.fidelity is not None and exp.fidelity.promote == pytest.approx(1 / 3) and exp.fidelity.population == 3
+    assert load_experiment(tiny_yaml()).fidelity is None
+    for extra, words in [
+        ("fidelity: {rungs: [3, 1]}", ["fidelity.rungs", "strictly increasing", "[3, 1]"]),
+        ("fidelity: {rungs: [1]}", ["fidelity.rungs"]),
+        ("fidelity: {rungs: [1, 2], promote: 1.5}", ["fidelity.promote", "1.5"]),
+        ('fidelity: {rungs: [1, 2], promote: "1/0"}', ["fidelity.promote", "1/0"]),
+        ("fidelity: {rungs: [1, 2], eta: 3}", ["fidelity.eta"]),
+        ("fidelity: {rungs: [1, 2]}\nearly_stopping: {enabled: true}", ["fidelity", "early_stopping"]),
+    ]:
+        with pytest.raises(ExperimentError) as e:
+            load_experiment(tiny_yaml(extra=extra))
+        msg = str(e.value)
+        assert "\n" not in msg and all(w in msg for w in words), msg
+    with pytest.raises(ExperimentError, match="fidelity: rungs need a trained objective"):
+        load_experiment(tiny_yaml(extra="fidelity: {rungs: [1, 2]}", objectives="[naswot, mmacs]"))
+
+
+# ------------------------------------------------------------------------------ the study adapter
+
+def test_decide_reads_the_rung_from_the_study(tiny_yaml) -> None:
+    """The backends' question on a hand-made study: FAIL trials and paper presets are not in the
+    rung's population, a preset always trains on, the asking trial's own values count."""
+    import optuna
+    from optuna.trial import TrialState, create_trial
+
+    from nas.experiment import load_experiment
+    from nas.multifidelity import decide
+
+    exp = load_experiment(tiny_yaml(extra="fidelity: {rungs: [1, 3], promote: 0.5, min_population: 2}"))
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    rows = [(TrialState.PRUNED, {"rung_1": {"accuracy": 0.9, "mmacs": 1.0}}),   # 0 dominates everything
+            (TrialState.FAIL, {"rung_1": {"accuracy": 0.1, "mmacs": 0.1}}),     # 1 a dead trial: left out
+            (TrialState.PRUNED, {"rung_1": {"accuracy": 0.95, "mmacs": 0.5}, "reference_preset": "p"}),
+            (TrialState.RUNNING, {"reference_preset": "p"})]                    # 3 a preset asking
+    for state, attrs in rows:
+        vals = None if state != TrialState.COMPLETE else [0.0, 0.0]
+        study.add_trial(create_trial(state=state, values=vals, user_attrs=attrs))
+    worse = {"accuracy": 0.5, "mmacs": 2.0}
+    assert not decide(study, exp, 4, 1, worse)  # population {0, 4}: 1 promoted, trial 0
+    assert decide(study, exp, 4, 1, {"accuracy": 0.92, "mmacs": 0.9})  # dominates trial 0
+    assert decide(study, exp, 3, 1, worse)  # a preset always trains on
+    # min_population 3: only {0, 4} count (the FAIL trial and the preset would make 3 or 4), so no promotion
+    exp3 = load_experiment(tiny_yaml(extra="fidelity: {rungs: [1, 3], promote: 0.5, min_population: 3}"))
+    assert not decide(study, exp3, 4, 1, {"accuracy": 0.99, "mmacs": 0.05})
+
+
+# ------------------------------------------------------------------------------ the trial flow
+
+def _replay_promotions(trials, names, directions, promote, population, n_rungs):
+    """What the rule says, trial by trial in the order trials finished each rung."""
+    from nas.multifidelity import rung_vectors
+
+    expected: dict[int, int] = {}
+    for t in sorted(trials, key=lambda t: t.number):
+        top = 1
+        for r in range(1, n_rungs):
+            earlier = rung_vectors([u for u in trials if u.number <= t.number], r, names)
+            if t.number not in earlier or not promotes(t.number, earlier, directions, promote, population):
+                break
+            top = r + 1
+        expected[t.number] = top
+    return expected
+
+
+def test_optuna_search_promotes_by_the_rule_prunes_the_rest_and_reads_by_rung(tmp_path, tiny_yaml, capsys) -> None:
+    import json
+
+    import optuna
+    from optuna.trial import TrialState
+
+    from nas.cli import main
+
+    f = tiny_yaml(n=6, extra="fidelity: {rungs: [1, 2, 3], promote: 0.5, min_population: 2}")
+    assert main(["search", str(f), "--no-progress"]) == 0
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+    trials = [t for t in study.get_trials() if "rung_1" in t.user_attrs]
+    assert len(trials) == 6  # the tiny space fits the budget: all trained
+    expected = _replay_promotions(trials, ["accuracy", "mmacs"], ACC_MMACS, 0.5, 2, 3)
+    got = {t.number: t.user_attrs["rung"] for t in trials}
+    assert got == expected
+    assert set(got.values()) >= {1, 3}  # some stopped at rung 1, some reached the top
+    for t in trials:
+        top = t.user_attrs["rung"]
+        assert t.state == (TrialState.COMPLETE if top == 3 else TrialState.PRUNED)
+        assert all(f"rung_{r}" in t.user_attrs for r in range(1, top + 1)) and f"rung_{top + 1}" not in t.user_attrs
+        assert len(t.user_attrs["acc_history"]) == top  # train.epochs 1 x rung multiple
+        assert t.user_attrs["rung_1"]["accuracy"] == pytest.approx(t.user_attrs["acc_epoch_1"])
+        if top == 3:
+            assert t.values[0] == pytest.approx(t.user_attrs["rung_3"]["accuracy"])
+    assert not list((tmp_path / "run" / "rungs").glob("*"))  # rung checkpoints cleared when trials end
+    # pareto, status and export read one rung at a time (default: the top rung)
+    db = f"sqlite:///{tmp_path / 'run' / 'study.db'}"
+    top = {t.number: t.user_attrs["rung"] for t in study.get_trials() if "rung" in t.user_attrs}
+    at1 = {t.number: t.user_attrs["rung_1"] for t in study.get_trials() if "rung_1" in t.user_attrs}
+    capsys.readouterr()
+
+    assert main(["pareto", "tiny", "--storage", db, "--json"]) == 0
+    p3 = json.loads(capsys.readouterr().out)
+    assert p3["rung"] == 3 and p3["n_complete"] == sum(v == 3 for v in top.values())
+    assert p3["front"] and all(top[r["number"]] == 3 for r in p3["front"])
+    assert main(["pareto", "tiny", "--storage", db, "--json", "--rung", "1"]) == 0
+    p1 = json.loads(capsys.readouterr().out)
+    assert p1["rung"] == 1 and p1["n_complete"] == 6  # every trial finished rung 1, compared at rung 1 only
+    for r in p1["front"]:
+        assert r["accuracy"] == pytest.approx(at1[r["number"]]["accuracy"])
+    assert main(["pareto", "tiny", "--storage", db]) == 0
+    assert "rung 3 of 3 (3 epochs)" in capsys.readouterr().out
+    assert main(["pareto", "tiny", "--storage", db, "--rung", "4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "--rung" in err and "1..3" in err and "4" in err
+
+    assert main(["status", "tiny", "--storage", db, "--json"]) == 0
+    per = json.loads(capsys.readouterr().out)["trials_per_rung"]
+    assert per == {str(r): sum(v >= r for v in top.values()) for r in (1, 2, 3)}
+
+    out = tmp_path / "exp"
+    assert main(["export", "tiny", "--storage", db, "--pick", "max-accuracy", "--out", str(out), "--json",
+                 "--retrain", "2", "--retrain-reference", "shufflenet_v1_g3_x0_5"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    (ex,) = res["exports"]
+    assert top[ex["trial"]] == 3 and res["rung"] == 3
+    rt = ex["retrain"]
+    assert rt["epochs"] == 2 and 0 <= rt["accuracy"] <= 1 and Path(rt["weights"]).is_file()
+    assert rt["proxy_accuracy"] == pytest.approx(study.trials[ex["trial"]].user_attrs["rung_3"]["accuracy"])
+    assert json.loads((out / "arch.json").read_text())["retrain"]["accuracy"] == rt["accuracy"]
+    (ref,) = res["retrained_references"]
+    assert ref["preset"] == "shufflenet_v1_g3_x0_5" and ref["epochs"] == 2 and 0 <= ref["accuracy"] <= 1
+    assert main(["export", "tiny", "--storage", db, "--pick", "knee", "--out", str(out), "--retrain", "0"]) == 2
+
+
+@pytest.mark.slow
+def test_sigkill_inside_rung_2_then_resume_keeps_rung_1(tmp_path, tiny_yaml, held_search, wait_held) -> None:
+    """Killed while training rung 2 (a hook holds the first rung-2 training: same point however busy
+    the box), then `resume`: the finished trials are untouched, the killed trial's retry replays
+    rung 1 from its checkpoint instead of training it, and its results equal an uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import optuna
+    from optuna.trial import TrialState
+
+    from nas.cli import main
+
+    fid = "fidelity: {rungs: [1, 2, 3], promote: 0.5, min_population: 2}"
+    f = tiny_yaml(n=6, extra=fid, search="heartbeat_interval: 1, grace_period: 2")
+    url = f"sqlite:///{tmp_path / 'run' / 'study.db'}"
+    p, held = held_search(["search", str(f), "--no-progress"], after=0, seed=1)  # train.seed 0: rung 2 trains with 1
+    wait_held(held, p)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    p.stderr.close()
+    before = optuna.load_study(study_name="tiny", storage=url).get_trials()
+    (inside,) = [t for t in before if t.state == TrialState.RUNNING]
+    assert inside.user_attrs["rung"] == 1 and "rung_2" not in inside.user_attrs
+    assert (tmp_path / "run" / "rungs" / f"{inside.user_attrs['arch_id']}.json").is_file()
+    done = {t.number: (t.state, t.user_attrs) for t in before if t.state != TrialState.RUNNING}
+
+    r = subprocess.run([sys.executable, "-m", "nas", "resume", "tiny", "--storage", url, "--run-dir",
+                        str(tmp_path / "run"), "--no-progress"], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    after = optuna.load_study(study_name="tiny", storage=url).get_trials()
+    states = [t.state for t in after]
+    assert states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED) == 6, states
+    for t in after:
+        if t.number in done:  # nothing finished ran again or changed
+            assert (t.state, t.user_attrs) == done[t.number]
+    (killed,) = [t for t in after if t.number == inside.number]
+    assert killed.state == TrialState.FAIL and "worker lost" in killed.user_attrs["fail_reason"]
+    (retry,) = [t for t in after if t.user_attrs.get("retry_of") == inside.number]
+    assert retry.user_attrs["rungs_resumed"] == 1  # rung 1 replayed from the checkpoint, not retrained
+    assert retry.user_attrs["rung_1"] == inside.user_attrs["rung_1"]
+    assert retry.user_attrs["rung"] >= 2 and retry.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert sum("rungs_resumed" in t.user_attrs for t in after) == 1
+    assert not list((tmp_path / "run" / "rungs").glob("*"))
+
+    # the resumed rungs equal an uninterrupted search of the same experiment
+    g = tmp_path / "clean"
+    g.mkdir()
+    clean_yaml = g / "tiny.yaml"
+    clean_yaml.write_text(f.read_text().replace(str(tmp_path / "run"), str(g / "run")))
+    assert main(["search", str(clean_yaml), "--no-progress"]) == 0
+    clean = optuna.load_study(study_name="tiny", storage=f"sqlite:///{g / 'run' / 'study.db'}").get_trials()
+    (same,) = [t for t in clean if t.user_attrs.get("arch_id") == retry.user_attrs["arch_id"]
+               and "rung_2" in t.user_attrs]
+    for k in range(1, retry.user_attrs["rung"] + 1):
+        assert retry.user_attrs[f"rung_{k}"]["accuracy"] == pytest.approx(same.user_attrs[f"rung_{k}"]["accuracy"])
+
+
+@pytest.mark.slow
+def test_ray_and_optuna_backends_promote_the_same_trials(tmp_path, tiny_yaml, need, monkeypatch) -> None:
+    """The same seeded experiment on both backends (one worker each): the same candidates reach
+    the same rungs, with the same rung results, and the same trials are PRUNED."""
+    import optuna
+
+    from nas.experiment import load_experiment
+    from nas.optuna_backend import run_optuna_search
+    from nas.ray_backend import run_ray_search
+
+    need("ray.tune")  # a dev dependency: missing under CI is a failure, not a skip
+    monkeypatch.setenv("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    fid = "fidelity: {rungs: [1, 2, 3], promote: 0.5, min_population: 2}"
+    seen = {}
+    for backend in ("optuna", "ray"):
+        d = tmp_path / backend
+        d.mkdir()
+        f = tiny_yaml(name=f"mf_{backend}", n=6, extra=fid, search=f"backend: {backend}")
+        f.write_text(f.read_text().replace(str(tmp_path / "run"), str(d / "run")))
+        exp = load_experiment(f)
+        run_ray_search(exp) if backend == "ray" else run_optuna_search(exp, show_progress=False)
+        trials = optuna.load_study(study_name=exp.study_name, storage=exp.storage_url).get_trials()
+        seen[backend] = [(t.user_attrs["arch_id"], t.state.name, t.user_attrs["rung"],
+                          [round(t.user_attrs[f"rung_{r}"]["accuracy"], 6) for r in range(1, t.user_attrs["rung"] + 1)])
+                         for t in sorted(trials, key=lambda t: t.number)]
+    assert seen["optuna"] == seen["ray"]
+    assert {s[2] for s in seen["ray"]} >= {1, 3}  # promotions and prunings both happened
+
+
+def test_default_rung_is_the_highest_a_search_trial_reached() -> None:
+    """A reference preset always reaches the top rung; the default front is not built on it alone."""
+    import optuna
+    from optuna.trial import TrialState, create_trial
+
+    from nas.multifidelity import at_rung
+    from nas.results import trials_frame
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.set_user_attr("objectives", ["accuracy", "mmacs"])
+    study.set_user_attr("experiment", {"fidelity": {"rungs": [1, 3]}})
+    r1 = {"accuracy": 0.5, "mmacs": 2.0}
+    study.add_trial(create_trial(state=TrialState.COMPLETE, values=[0.9, 9.0], user_attrs={
+        "reference_preset": "p", "rung": 2, "rung_1": r1, "rung_2": {"accuracy": 0.9, "mmacs": 9.0}}))
+    study.add_trial(create_trial(state=TrialState.PRUNED, user_attrs={"rung": 1, "rung_1": r1}))
+    df = at_rung(trials_frame(study), study)
+    assert df.attrs["rung"] == 1
+    assert list(df["state"]) == ["COMPLETE", "COMPLETE"] and list(df["search_state"]) == ["COMPLETE", "PRUNED"]
+    assert list(df["accuracy"]) == [0.5, 0.5]  # the preset too is read at rung 1, never at its own top
+    assert at_rung(trials_frame(study), study, 2).attrs["rung"] == 2
