@@ -94,14 +94,15 @@ def _wait_nodes(address: str, n: int, env: dict[str, str], timeout: float = 180)
     code = ("import ray, sys; ray.init(address=sys.argv[1], log_to_driver=False); "
             "print(sum(1 for x in ray.nodes() if x['Alive']))")
     deadline = time.monotonic() + timeout
-    last = ""
+    last, err = "", ""
     while time.monotonic() < deadline:
         r = subprocess.run([sys.executable, "-c", code, address], env=env, capture_output=True, text=True, timeout=120)
         last = (r.stdout.strip().splitlines() or [""])[-1]
+        err = r.stderr.strip()[-1500:]
         if r.returncode == 0 and last.isdigit() and int(last) >= n:
             return
         time.sleep(2)
-    pytest.fail(f"the Ray cluster at {address} never had {n} live nodes (last: {last!r})")
+    pytest.fail(f"the Ray cluster at {address} never had {n} live nodes (last: {last!r}; driver stderr: {err})")
 
 
 def _study(url: str):  # noqa: ANN202
