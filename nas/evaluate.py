@@ -135,6 +135,26 @@ def _cache_for(path: str, api: Any) -> Any:
     return api.LatencyCache(path)
 
 
+@dataclass
+class _Phases:
+    """State the phases of one evaluation share: where attrs go as soon as known, and the deadline."""
+
+    exp: Experiment
+    run_dir: Path
+    on_attr: AttrSink | None
+    deadline: float | None
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    def put(self, key: str, value: Any) -> None:
+        self.attrs[key] = value
+        if self.on_attr is not None:
+            self.on_attr(key, value)
+
+    def check_time(self, phase: str) -> None:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise TrialTimeout(f"trial time limit {self.exp.search.trial_timeout_s:g} s exceeded ({phase})")
+
+
 def evaluate(
     arch: Arch,
     experiment: Experiment,
@@ -150,23 +170,36 @@ def evaluate(
     kill still leaves what was measured in the study). Raises `OverBudget` (not trained),
     `TrialTimeout` past `deadline` (time.monotonic()), or whatever a phase raised.
     """
+    exp = experiment
+    ph = _Phases(exp, Path(run_dir) if run_dir is not None else exp.run_dir, on_attr, deadline)
+    t0 = time.perf_counter()
+    mmacs, values = _macs_gate(ph, arch)
+    latency_ms = _latency(ph, arch, mmacs, values)
+    cons = constraint_values(exp, mmacs, latency_ms)
+    ph.put("constraint", cons)
+    stopped: int | None = None
+    if exp.zero_cost or exp.needs_training or "naswot" in exp.objectives:
+        model, proxy, data = _proxy_model(ph, arch)
+        if exp.zero_cost or "naswot" in exp.objectives:
+            _zero_cost(ph, model, proxy, data, values)
+        if not exp.needs_training:
+            ph.put("time_train_s", 0.0)
+        else:
+            values, stopped = _train(ph, arch, model, proxy, data, reporter, values, latency_ms)
+    else:
+        ph.put("time_train_s", 0.0)
+    ph.put("time_eval_s", time.perf_counter() - t0)
+    return EvalResult(values={k: values[k] for k in exp.objectives if k in values}, attrs=ph.attrs,
+                      constraint=cons, stopped_epoch=stopped)
+
+
+def _macs_gate(ph: _Phases, arch: Arch) -> tuple[float, dict[str, float]]:
+    """Analytic MACs and params (microseconds); OverBudget before anything is built."""
     from objectives.flops import analytic_macs, analytic_params
 
-    exp = experiment
-    rd = Path(run_dir) if run_dir is not None else exp.run_dir
-    attrs: dict[str, Any] = {}
-
-    def put(key: str, value: Any) -> None:
-        attrs[key] = value
-        if on_attr is not None:
-            on_attr(key, value)
-
-    def check_time(phase: str) -> None:
-        if deadline is not None and time.monotonic() > deadline:
-            raise TrialTimeout(f"trial time limit {exp.search.trial_timeout_s:g} s exceeded ({phase})")
-
+    exp, put = ph.exp, ph.put
     t0 = time.perf_counter()
-    c, h, w = exp.deploy.shape
+    _c, h, w = exp.deploy.shape
     mmacs = analytic_macs(arch, (h, w)) / 1e6
     params = analytic_params(arch)
     put("arch", arch.to_json())
@@ -181,37 +214,95 @@ def evaluate(
         reason = f"over budget: {mmacs:.2f} MMACs outside [{lo}, {b.max_mmacs:g}] MMACs at {exp.deploy.input}"
         cons = constraint_values(exp, mmacs)
         put("constraint", cons)
-        raise OverBudget(reason, attrs, cons)
+        raise OverBudget(reason, ph.attrs, cons)
+    return mmacs, values
 
-    # -- latency ------------------------------------------------------------------------
-    latency_ms: float | None = None
-    if exp.latency.backend != "none":
-        check_time("before latency")
-        t1 = time.perf_counter()
-        from objectives.latency import api
 
-        backend = _backend_cached(exp.latency.model_dump_json())
-        res = api.measure_latency(arch, (c, h, w), backend, cache=latency_cache(exp, rd))
-        latency_ms = float(res.median_ms)
-        put("latency_ms", latency_ms)
-        put("latency_p90_ms", float(res.p90_ms))
-        put("latency_spread", float(res.spread))
-        put("latency_n", int(res.n))
-        put("latency_backend", str(res.backend))
-        put("device", str(getattr(res, "device_label", "") or res.device))
-        put("device_fingerprint", str(res.device))
-        put("latency_cached", bool(getattr(res, "cached", False)))
-        put("time_latency_s", time.perf_counter() - t1)
-        values["latency_ms"] = latency_ms
-        if b.max_latency_ms is not None and latency_ms > b.max_latency_ms:
-            cons = constraint_values(exp, mmacs, latency_ms)
-            put("constraint", cons)
-            raise OverBudget(f"over budget: latency {latency_ms:.2f} ms > max_latency_ms {b.max_latency_ms:g}",
-                             attrs, cons)
-    else:
+def _latency(ph: _Phases, arch: Arch, mmacs: float, values: dict[str, float]) -> float | None:
+    """Measured latency (cache first) into `values`; None without a latency backend."""
+    exp, put = ph.exp, ph.put
+    if exp.latency.backend == "none":
         put("time_latency_s", 0.0)
-    cons = constraint_values(exp, mmacs, latency_ms)
-    put("constraint", cons)
+        return None
+    ph.check_time("before latency")
+    t1 = time.perf_counter()
+    from objectives.latency import api
+
+    backend = _backend_cached(exp.latency.model_dump_json())
+    c, h, w = exp.deploy.shape
+    res = api.measure_latency(arch, (c, h, w), backend, cache=latency_cache(exp, ph.run_dir))
+    latency_ms = float(res.median_ms)
+    put("latency_ms", latency_ms)
+    put("latency_p90_ms", float(res.p90_ms))
+    put("latency_spread", float(res.spread))
+    put("latency_n", int(res.n))
+    put("latency_backend", str(res.backend))
+    put("device", str(getattr(res, "device_label", "") or res.device))
+    put("device_fingerprint", str(res.device))
+    put("latency_cached", bool(getattr(res, "cached", False)))
+    put("time_latency_s", time.perf_counter() - t1)
+    values["latency_ms"] = latency_ms
+    b = exp.budget
+    if b.max_latency_ms is not None and latency_ms > b.max_latency_ms:
+        cons = constraint_values(exp, mmacs, latency_ms)
+        put("constraint", cons)
+        raise OverBudget(f"over budget: latency {latency_ms:.2f} ms > max_latency_ms {b.max_latency_ms:g}",
+                         ph.attrs, cons)
+    return latency_ms
+
+
+def _proxy_model(ph: _Phases, arch: Arch) -> tuple[Any, Any, Any]:
+    """The proxy-shaped network, seeded and built on the CPU (same init everywhere), on its device."""
+    from objectives.accuracy import resolve_device, seed_everything
+    from search_spaces import build_model
+
+    exp = ph.exp
+    try:
+        device = resolve_device(exp.train.device)
+    except ValueError as e:
+        raise RuntimeError(f"train.{e}") from None
+    ph.put("train_device", str(device))
+    data = proxy_data(exp, device)
+    proxy = arch.for_proxy(in_channels=data.in_channels, num_classes=data.num_classes,
+                           resolution=data.resolution)
+    seed_everything(exp.train.seed)
+    model = build_model(proxy).to(device)  # moved once
+    return model, proxy, data
+
+
+def _zero_cost(ph: _Phases, model: Any, proxy: Any, data: Any, values: dict[str, float]) -> None:
+    """Zero-cost scores (stored as attrs) and the NASWOT objective, on the first proxy batch."""
+    exp, put = ph.exp, ph.put
+    ph.check_time("before zero-cost")
+    t2 = time.perf_counter()
+    from objectives.zero_cost import zero_cost_scores
+
+    x, y = data.train.tensors[0][:64], data.train.tensors[1][:64]
+    if exp.zero_cost:
+        zc = {k: float(v) for k, v in zero_cost_scores(model, x, y, seed=exp.train.seed).items()}
+        put("zero_cost", zc)
+    if "naswot" in exp.objectives:
+        from objectives.zero_cost import naswot_mean
+
+        nw = naswot_mean(proxy, data.train.tensors[0], seed=exp.train.seed)
+        if not math.isfinite(nw):
+            raise RuntimeError(f"NASWOT score is not finite ({nw}): the proxy images include "
+                               "duplicates or the network collapses them")
+        put("naswot", nw)
+        values["naswot"] = nw
+    put("time_zero_cost_s", time.perf_counter() - t2)
+
+
+def _train(ph: _Phases, arch: Arch, model: Any, proxy: Any, data: Any, reporter: Reporter | None,
+           values: dict[str, float], latency_ms: float | None) -> tuple[dict[str, float], int | None]:
+    """Proxy training with per-epoch reports (or rung by rung); the values with accuracy, and the
+    epoch the reporter stopped it at (None: trained to the end)."""
+    exp, put, rd = ph.exp, ph.put, ph.run_dir
+    ph.check_time("before training")
+    from objectives.accuracy import train_proxy  # at call time: tests hold a trial by patching it
+
+    t3 = time.perf_counter()
+    stopped: int | None = None
 
     def with_score(acc: float) -> dict[str, float]:
         v = dict(values, accuracy=acc)
@@ -221,93 +312,44 @@ def evaluate(
             v["score"] = float(scalarized(acc, latency_ms, exp.score.target_ms, exp.score.w))
         return v
 
-    stopped: int | None = None
-    wants_naswot = "naswot" in exp.objectives
-    if exp.zero_cost or exp.needs_training or wants_naswot:
-        from objectives.accuracy import resolve_device
-        from search_spaces import build_model
+    def report(epoch: int, acc: float) -> bool:
+        nonlocal stopped
+        put(f"acc_epoch_{epoch}", float(acc))
+        ph.check_time(f"epoch {epoch}")
+        if reporter is not None and reporter.report(epoch, float(acc), with_score(float(acc))):
+            stopped = epoch
+            return True
+        return False
 
-        try:
-            device = resolve_device(exp.train.device)
-        except ValueError as e:
-            raise RuntimeError(f"train.{e}") from None
-        put("train_device", str(device))
-        data = proxy_data(exp, device)
-        proxy = arch.for_proxy(in_channels=data.in_channels, num_classes=data.num_classes,
-                               resolution=data.resolution)
-        from objectives.accuracy import seed_everything
+    if exp.fidelity is None:
+        tr = train_proxy(model, data, exp.train.to_train_config(), report)
+    else:  # successive halving: train rung by rung, the reporter decides each promotion
+        from nas.multifidelity import RungCheckpoint, fingerprint, train_rungs
 
-        seed_everything(exp.train.seed)
-        model = build_model(proxy).to(device)  # built on the CPU (the same init everywhere), moved once
-        if exp.zero_cost or wants_naswot:
-            check_time("before zero-cost")
-            t2 = time.perf_counter()
-            from objectives.zero_cost import zero_cost_scores
+        ckpt = RungCheckpoint(rd, arch.arch_id, fingerprint(exp, arch.to_json()))
+        tr, stop_rung = train_rungs(model, data, exp, ckpt, report, getattr(reporter, "promote", None), put,
+                                    with_score)
+        stopped = tr.epochs_run if stop_rung is not None else None
+    acc = float(tr.accuracy)
+    if not math.isfinite(acc):
+        raise RuntimeError(f"proxy accuracy is not finite ({acc})")
+    put("accuracy", acc)
+    put("best_accuracy", float(tr.best_accuracy))
+    put("epochs_run", int(tr.epochs_run))
+    put("acc_history", [float(a) for _, a in tr.history])
+    put("train_loss_mean", float(tr.mean_train_loss))
+    put("time_train_s", time.perf_counter() - t3)
+    put("images_per_second", float(tr.images_per_second))
+    values = with_score(acc)
+    if stopped is not None:
+        put("stopped_epoch", stopped)
+    if exp.keep_weights and stopped is None:
+        from safetensors.torch import save_file
 
-            x, y = data.train.tensors[0][:64], data.train.tensors[1][:64]
-            if exp.zero_cost:
-                zc = {k: float(v) for k, v in zero_cost_scores(model, x, y, seed=exp.train.seed).items()}
-                put("zero_cost", zc)
-            if wants_naswot:
-                from objectives.zero_cost import naswot_mean
-
-                nw = naswot_mean(proxy, data.train.tensors[0], seed=exp.train.seed)
-                if not math.isfinite(nw):
-                    raise RuntimeError(f"NASWOT score is not finite ({nw}): the proxy images include "
-                                       "duplicates or the network collapses them")
-                put("naswot", nw)
-                values["naswot"] = nw
-            put("time_zero_cost_s", time.perf_counter() - t2)
-        if not exp.needs_training:
-            put("time_train_s", 0.0)
-        else:
-            check_time("before training")
-            from objectives.accuracy import train_proxy
-
-            t3 = time.perf_counter()
-
-            def report(epoch: int, acc: float) -> bool:
-                nonlocal stopped
-                put(f"acc_epoch_{epoch}", float(acc))
-                check_time(f"epoch {epoch}")
-                if reporter is not None and reporter.report(epoch, float(acc), with_score(float(acc))):
-                    stopped = epoch
-                    return True
-                return False
-
-            if exp.fidelity is None:
-                tr = train_proxy(model, data, exp.train.to_train_config(), report)
-            else:  # successive halving: train rung by rung, the reporter decides each promotion
-                from nas.multifidelity import RungCheckpoint, fingerprint, train_rungs
-
-                ckpt = RungCheckpoint(rd, arch.arch_id, fingerprint(exp, arch.to_json()))
-                tr, stop_rung = train_rungs(model, data, exp, ckpt, report, getattr(reporter, "promote", None), put,
-                                            with_score)
-                stopped = tr.epochs_run if stop_rung is not None else None
-            acc = float(tr.accuracy)
-            if not math.isfinite(acc):
-                raise RuntimeError(f"proxy accuracy is not finite ({acc})")
-            put("accuracy", acc)
-            put("best_accuracy", float(tr.best_accuracy))
-            put("epochs_run", int(tr.epochs_run))
-            put("acc_history", [float(a) for _, a in tr.history])
-            put("train_loss_mean", float(tr.mean_train_loss))
-            put("time_train_s", time.perf_counter() - t3)
-            put("images_per_second", float(tr.images_per_second))
-            values = with_score(acc)
-            if stopped is not None:
-                put("stopped_epoch", stopped)
-            if exp.keep_weights and stopped is None:
-                from safetensors.torch import save_file
-
-                wdir = rd / "weights"
-                wdir.mkdir(parents=True, exist_ok=True)
-                state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-                save_file(state, str(wdir / f"{arch.arch_id}.safetensors"),
-                          metadata={"arch": proxy.to_json(), "deploy_arch_id": arch.arch_id})
-                put("weights", str(wdir / f"{arch.arch_id}.safetensors"))
-    else:
-        put("time_train_s", 0.0)
-    put("time_eval_s", time.perf_counter() - t0)
-    return EvalResult(values={k: values[k] for k in exp.objectives if k in values}, attrs=attrs,
-                      constraint=cons, stopped_epoch=stopped)
+        wdir = rd / "weights"
+        wdir.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(state, str(wdir / f"{arch.arch_id}.safetensors"),
+                  metadata={"arch": proxy.to_json(), "deploy_arch_id": arch.arch_id})
+        put("weights", str(wdir / f"{arch.arch_id}.safetensors"))
+    return values, stopped

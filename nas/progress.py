@@ -27,7 +27,7 @@ def describe_best(best: dict[str, float], trials: dict[str, int] | None = None) 
 
 
 class SearchProgress:
-    """Context manager; `update(summary)` with an optuna_backend.Summary. Silent when disabled
+    """Context manager; `update(summary)` with a nas.summary.Summary. Silent when disabled
     or when stderr is not a terminal (logs carry one line per trial instead)."""
 
     def __init__(self, total: int, *, enabled: bool = True) -> None:
@@ -53,7 +53,7 @@ class SearchProgress:
         """`rungs` ({rung: trials that finished it}) for a multi-fidelity search."""
         if self._progress is None:
             return
-        from nas.optuna_backend import eta_text
+        from nas.summary import eta_text
 
         share = "-" if summary.feasible_share is None else f"{summary.feasible_share:.0%}"
         info = (f"fit {share} | best of each {describe_best(summary.best)} | "
