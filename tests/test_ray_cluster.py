@@ -150,7 +150,11 @@ def test_search_on_a_two_node_cluster_survives_a_killed_driver(tmp_path: Path, r
 
     trials = _study(url).get_trials()
     states = [t.state for t in trials]
-    assert states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED) == N_TRIALS, states
+    finished = states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED)
+    # The driver's in-flight trials (at most `workers`, 2) run on the cluster's nodes, not in the
+    # driver: one may still finish and be recorded after the kill. Its work is kept, so the study
+    # can hold up to that many trials beyond the target, never fewer than the target.
+    assert N_TRIALS <= finished <= N_TRIALS + 2, states
     assert TrialState.RUNNING not in states and TrialState.WAITING not in states, states
     by_number = {t.number: t for t in trials}
     for number, values in completed_before.items():  # no completed trial lost or changed
