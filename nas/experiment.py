@@ -8,6 +8,7 @@ mapping *before* validation, so a bad flag gets the same one-line error as a bad
 
 from __future__ import annotations
 
+import copy
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -420,7 +421,7 @@ def validate_experiment(raw: Any, source: str, overrides: dict[str, Any] | None 
     if not isinstance(raw, dict):
         kind = "empty" if raw is None else type(raw).__name__
         raise ExperimentError(f"{source}: top level must be a mapping of keys (name, budget, ...), got {kind}")
-    raw = dict(raw)
+    raw = copy.deepcopy(raw)  # dotted overrides write into nested sections: never into the caller's
     for key, value in (overrides or {}).items():
         if value is not None:
             _set_dotted(raw, key, value)
