@@ -163,20 +163,18 @@ def x_proxy_fidelity(d: dict[str, Any]) -> list[Figure]:
 
 
 def x_lut(d: dict[str, Any]) -> list[Figure]:
-    lut_w, macs_w = _get(d, "lut", "within"), _get(d, "macs", "within")
-    better = "" if lut_w is None or macs_w is None else \
-        ("; LUT better than MACs model" if lut_w > macs_w else "; LUT not better than MACs model")
-    out = []
-    for key, label in (("lut", "LUT (sum of parts)"), ("macs", "MACs-proportional model")):
-        r = d.get(key) or {}
-        note = f"{d.get('n')} random archs, {d.get('parts')} parts, {d.get('clock')} clock"
-        if key == "lut":  # nn-Meter's published figure is the goal
-            out.append(Figure(f"{label}: share of predictions within ±10%", r.get("within"), "share",
-                              ">= 99.0% (nn-Meter)", _goal(r.get("within"), ">=", 0.99), note + better))
-        else:  # the simple model the LUT is compared with
-            out.append(Figure(f"{label}: share of predictions within ±10%", r.get("within"), "share", note=note))
-        out.append(Figure(f"{label}: Spearman vs measured", r.get("spearman"), "rho"))
-    return out
+    """Predictor vs MACs model on the same held-out archs; goals >= 90% within ±10%, Spearman >= 0.97."""
+    p, m = d.get("predictor") or {}, d.get("macs") or {}
+    note = (f"{d.get('n')} held-out archs of the whole space, built from {d.get('measurements')} measurements, "
+            f"{d.get('clock')} clock")
+    return [
+        Figure("latency predictor: share of predictions within ±10%", p.get("within"), "share",
+               ">= 90%", _goal(p.get("within"), ">=", 0.90), note),
+        Figure("latency predictor: Spearman vs measured", p.get("spearman"), "rho",
+               ">= 0.97", _goal(p.get("spearman"), ">=", 0.97)),
+        Figure("MACs-proportional model (same data): share within ±10%", m.get("within"), "share", note=note),
+        Figure("MACs-proportional model (same data): Spearman vs measured", m.get("spearman"), "rho"),
+    ]
 
 
 def x_overhead(d: dict[str, Any]) -> list[Figure]:
@@ -249,9 +247,8 @@ BENCHES: list[Bench] = [
     Bench("proxy_fidelity_shuffle", "bench/proxy_fidelity.py", ["--experiment", "experiments/shuffle_ablation.yaml"],
           ["--experiment", "experiments/shuffle_ablation.yaml"], x_proxy_fidelity,
           what="the shuffle ablation's signal: does shuffle help, as in the paper's Table 3?"),
-    Bench("lut_accuracy", "bench/lut_accuracy.py", [],
-          ["--n", "20", "--groups", "3", "--kernels", "3", "--calibrate", "4", "--min-time", "0.1", "--clock", "cpu"],
-          x_lut, what="LUT latency prediction vs measurement"),
+    Bench("lut_accuracy", "bench/lut_accuracy.py", [], ["--quick"],
+          x_lut, what="latency predictor (profiled kernels) vs MACs model, held-out archs"),
     Bench("search_overhead", "bench/search_overhead.py", [], ["--trials", "100"],
           x_overhead, what="framework ms per trial"),
     Bench("search_scaling", "bench/search_scaling.py", ["--backend", "both"], ["--backend", "both", "--trials", "4"],

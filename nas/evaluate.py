@@ -115,7 +115,7 @@ def make_latency_backend(lat: Any) -> Any:
         opts["config"] = MeasureConfig(warmup=lat.warmup, min_repeats=lat.repeats, min_time_s=lat.min_time_s)
     if lat.backend == "remote":
         opts.update(url=lat.device, token_file=lat.token_file)
-    if lat.backend == "lut":
+    if lat.backend in ("predictor", "lut"):
         opts.update(table=lat.table)
     return api.get_backend(lat.backend, **opts)
 

@@ -120,11 +120,11 @@ class TrainSection(_Strict):
 
 
 class LatencyConfig(_Strict):
-    backend: Literal["torch", "onnxruntime", "remote", "lut", "none"] = "onnxruntime"
+    backend: Literal["torch", "onnxruntime", "remote", "predictor", "lut", "none"] = "onnxruntime"
     threads: int = Field(1, ge=1, le=256)
     device: str | None = None  # remote agent URL
     token_file: str | None = None
-    table: str | None = None  # LUT file
+    table: str | None = None  # predictor file (`shufflenas lut build`)
     min_time_s: float = Field(1.0, ge=0, le=600)
     repeats: int = Field(20, ge=3)
     warmup: int = Field(5, ge=0)
@@ -134,8 +134,8 @@ class LatencyConfig(_Strict):
     def _needs(self) -> LatencyConfig:
         if self.backend == "remote" and not self.device:
             raise ValueError("backend 'remote' needs device: http://HOST:PORT of a `shufflenas device serve` agent")
-        if self.backend == "lut" and not self.table:
-            raise ValueError("backend 'lut' needs table: a file written by `shufflenas lut build`")
+        if self.backend in ("predictor", "lut") and not self.table:
+            raise ValueError(f"backend {self.backend!r} needs table: a predictor file written by `shufflenas lut build`")
         return self
 
 

@@ -226,7 +226,7 @@ def test_experiment_space_is_validated_by_the_family_space() -> None:
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_latency_table_parts_cover_the_space_and_chain_to_the_model(family: str) -> None:
-    from objectives.latency.lut import arch_parts, enumerate_parts
+    from objectives.latency.predictor import arch_parts, enumerate_parts
 
     space = small_space(family, small_input=True, num_classes=10)
     shape = (3, *HW)

@@ -7,7 +7,7 @@ import json
 
 from nas.common import UserError, load_arch, parse_input, positive_int
 
-BACKEND_NAMES = ("torch", "onnxruntime", "remote", "lut")
+BACKEND_NAMES = ("torch", "onnxruntime", "remote", "predictor", "lut")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -15,16 +15,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "latency",
         help="measure (or predict) the latency of an architecture",
         description="Latency of a preset or arch JSON: local torch / ONNX Runtime, a remote device agent, "
-        "or a lookup table. Prints the median, p90, spread and sample count, and the device.",
+        "or a latency predictor (`shufflenas lut build`). Prints the median, p90, spread and sample count, "
+        "and the device.",
     )
     p.add_argument("arch", metavar="PRESET|ARCH.json")
-    p.add_argument("--backend", default="onnxruntime", help=f"one of {', '.join(BACKEND_NAMES)} (default onnxruntime)")
+    p.add_argument("--backend", default="onnxruntime",
+                   help=f"one of {', '.join(BACKEND_NAMES)} (default onnxruntime; lut is predictor's old name)")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
     p.add_argument("--input", default="3x224x224", help="deploy input CxHxW (default 3x224x224)")
     p.add_argument("--classes", type=int, default=None, help="number of classes (default: the arch's)")
     p.add_argument("--device", default=None, metavar="URL", help="device agent URL for --backend remote")
     p.add_argument("--token-file", default=None, help="file holding the device agent's token")
-    p.add_argument("--table", default=None, help="lookup table JSON for --backend lut")
+    p.add_argument("--table", default=None, help="predictor JSON for --backend predictor (`shufflenas lut build`)")
     p.add_argument("--cache", default=None, help="SQLite latency cache file (read first, then written)")
     p.add_argument("--min-time", type=float, default=1.0, help="minimum seconds of timed runs (default 1.0)")
     p.add_argument("--repeats", type=int, default=20, help="minimum timed runs (default 20)")
@@ -73,10 +75,12 @@ def backend_from_args(args: argparse.Namespace) -> object:
                 "remote", url=args.device, token_file=args.token_file, threads=threads, config=config,
                 timeout=args.timeout, retries=args.retries,
             )
-        if args.backend == "lut":
+        if args.backend in ("predictor", "lut"):
             if not args.table:
-                raise UserError("argument --table: --backend lut needs --table TABLE.json (from `shufflenas lut build`)")
-            return get_backend("lut", table=args.table)
+                raise UserError(
+                    f"argument --table: --backend {args.backend} needs --table FILE.json (from `shufflenas lut build`)"
+                )
+            return get_backend("predictor", table=args.table)
         return get_backend(args.backend, threads=threads, config=config)
     except ValueError as e:
         raise UserError(str(e)) from None
@@ -104,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"arch": args.arch, **result.to_dict()}, indent=2))
         return 0
     print(f"{args.arch} @ {'x'.join(map(str, (c, h, w)))} [{result.arch_id}]")
-    kind = "predicted" if result.backend == "lut" else "measured"
+    kind = "predicted" if result.extra.get("predicted") else "measured"
     print(f"  {kind}: median {result.median_ms:.3f} ms, p90 {result.p90_ms:.3f} ms, spread {result.spread:.1%}, n={result.n}")
     runtime = ", ".join(f"{k} {v}" for k, v in result.runtime.items())
     print(f"  backend {result.backend}, {result.threads} thread(s), {runtime}")

@@ -1,4 +1,4 @@
-"""`shufflenas lut build|validate`: per-unit latency lookup tables for a search space."""
+"""`shufflenas lut build|validate`: a latency predictor from profiled whole networks of a space."""
 
 from __future__ import annotations
 
@@ -13,12 +13,14 @@ from nas.common import UserError, parse_input, positive_int
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "lut",
-        help="latency lookup tables: build one for a space on a device, validate it",
-        description="Time every distinct unit a space can produce (stem, units, head) once, then predict "
-        "any architecture of the space as the calibrated sum of its parts.",
+        help="latency predictor: build one for a space on a device, validate it",
+        description="Profile whole networks of a space on a device with ONNX Runtime's profiler (the fused "
+        "kernels that really run), then predict any architecture of the space from per-kernel times "
+        "(a kernel seen while building: its median; unseen: a regression per kernel type), calibrated "
+        "against unprofiled whole-network medians. The file is tied to the device and runtime version.",
     )
     lsub = p.add_subparsers(dest="lut_command", metavar="SUBCOMMAND", parser_class=type(p))
-    b = lsub.add_parser("build", help="measure every distinct part of a space and write the table")
+    b = lsub.add_parser("build", help="profile networks of a space (adaptively chosen) and write the predictor")
     b.add_argument("--device", default="local", help="'local' (ONNX Runtime here) or a device agent URL")
     b.add_argument("--token-file", default=None, help="device agent token file (remote)")
     b.add_argument("--space-file", default=None, help="JSON file with the space bounds (or {'space': {...}})")
@@ -34,20 +36,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--input", default="3x224x224", help="deploy input CxHxW (default 3x224x224)")
     b.add_argument("--classes", type=int, default=None, help="number of classes (default: the space's)")
     b.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
-    b.add_argument("--min-time", type=float, default=0.3, help="minimum timed seconds per part (default 0.3)")
-    b.add_argument("--repeats-min", type=int, default=20, help="minimum timed runs per part (default 20)")
+    b.add_argument("--archs", type=int, default=150,
+                   help="networks to profile, i.e. measurements on the target (default 150, at most 1500)")
+    b.add_argument("--initial", type=int, default=None, help="random networks before adaptive sampling "
+                   "(default a third of --archs)")
+    b.add_argument("--batch", type=int, default=10, help="networks chosen per adaptive round (default 10)")
+    b.add_argument("--profile-runs", type=int, default=10, help="profiled runs per network (default 10)")
+    b.add_argument("--min-time", type=float, default=0.3, help="minimum timed seconds per network (default 0.3)")
+    b.add_argument("--repeats-min", type=int, default=10, help="minimum timed runs per network (default 10)")
     b.add_argument("--clock", default="wall", choices=("wall", "cpu"), help="local timing clock (default wall)")
-    b.add_argument("--calibrate", type=int, default=5, help="whole archs measured to fit a*sum+b (default 5)")
-    b.add_argument("--limit", type=int, default=None, help="measure only the first N parts (testing)")
-    b.add_argument("--count", action="store_true", help="only print the part counts; measure nothing")
-    b.add_argument("--out", default=None, help="output table JSON (required unless --count)")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--count", action="store_true", help="only print the space's distinct part counts; measure nothing")
+    b.add_argument("--out", default=None, help="output predictor JSON (required unless --count)")
     b.add_argument("--json", action="store_true", help="print a JSON summary")
     b.set_defaults(func=run_build)
-    v = lsub.add_parser("validate", help="measure N random archs; compare LUT and MACs-proportional predictions")
-    v.add_argument("table", metavar="TABLE")
+    v = lsub.add_parser("validate", help="measure N random archs; compare the predictor and a MACs-proportional model")
+    v.add_argument("table", metavar="PREDICTOR")
     v.add_argument("--n", type=int, default=20, help="random archs to measure (default 20)")
     v.add_argument("--seed", type=int, default=12345)
-    v.add_argument("--device", default=None, help="agent URL for a remote table (default: the table's)")
+    v.add_argument("--device", default=None, help="agent URL for a remote predictor (default: the file's)")
     v.add_argument("--token-file", default=None, help="device agent token file (remote)")
     v.add_argument("--min-time", type=float, default=0.5, help="minimum timed seconds per arch (default 0.5)")
     v.add_argument("--json", action="store_true", help="print the figures as JSON")
@@ -138,23 +145,25 @@ def _backend(device: str, token_file: str | None, threads: int, config: Any) -> 
 
 def run_build(args: argparse.Namespace) -> int:
     from objectives.latency.base import MeasureConfig
-    from objectives.latency.lut import build_table, enumerate_parts
+    from objectives.latency.predictor import build_predictor, enumerate_parts
 
     space = space_from_args(args)
     shape = parse_input(args.input)
     classes = positive_int("--classes", args.classes) if args.classes is not None else None
     threads = positive_int("--threads", args.threads, 1, 256)
-    if args.limit is not None:
-        positive_int("--limit", args.limit)
-    positive_int("--calibrate", args.calibrate, 0)
-    parts = enumerate_parts(space, shape, classes)
-    kinds = {k: sum(p.kind == k for p in parts) for k in ("stem", "unit", "head")}
-    counts = f"{len(parts)} distinct parts ({kinds['stem']} stem, {kinds['unit']} unit, {kinds['head']} head)"
+    archs = positive_int("--archs", args.archs, 2, 1500)
+    if args.initial is not None:
+        positive_int("--initial", args.initial, 2, archs)
+    batch = positive_int("--batch", args.batch, 1)
+    runs = positive_int("--profile-runs", args.profile_runs, 1, 100)
     if args.count:
+        parts = enumerate_parts(space, shape, classes)
+        kinds = {k: sum(p.kind == k for p in parts) for k in ("stem", "unit", "head")}
+        counts = f"{len(parts)} distinct parts ({kinds['stem']} stem, {kinds['unit']} unit, {kinds['head']} head)"
         print(json.dumps({"parts": len(parts), **kinds}) if args.json else counts)
         return 0
     if not args.out:
-        raise UserError("argument --out: required (the table JSON to write)")
+        raise UserError("argument --out: required (the predictor JSON to write)")
     if args.min_time < 0 or args.min_time > 60:
         raise UserError(f"argument --min-time: must be in [0, 60], got {args.min_time}")
     config = MeasureConfig(
@@ -162,69 +171,79 @@ def run_build(args: argparse.Namespace) -> int:
         clock=args.clock,
     )
     backend = _backend(args.device, args.token_file, threads, config)
-    todo = min(len(parts), args.limit) if args.limit else len(parts)
-    print(f"{counts}; measuring {todo} at {args.input} on {args.device}", file=sys.stderr)
+    print(f"profiling {archs} networks at {args.input} on {args.device}", file=sys.stderr)
 
-    def progress(i: int, n: int, key: str) -> None:
+    def progress(i: int, n: int, why: str) -> None:
         if i == n or i % 10 == 0:
-            print(f"  {i}/{n} {key}", file=sys.stderr)
+            print(f"  {i}/{n} ({why})", file=sys.stderr)
 
     try:
         from objectives.latency.remote import DeviceUnreachable
     except ImportError:
         DeviceUnreachable = ConnectionError  # type: ignore[misc,assignment]  # noqa: N806
     try:
-        table = build_table(
-            space, shape, backend, classes=classes, calibrate=args.calibrate, limit=args.limit, progress=progress,
+        pred = build_predictor(
+            space, shape, backend, archs=archs, initial=args.initial, batch=batch, profile_runs=runs,
+            classes=classes, seed=args.seed, progress=progress,
             device_url=None if args.device == "local" else args.device,
         )
     except DeviceUnreachable as e:
         raise SystemExit(f"shufflenas lut: error: {e}") from None
-    table.save(args.out)
-    d = table.data
+    pred.save(args.out)
+    d = pred.data
     summary = {
-        "out": args.out, "parts": d["n_parts"], "parts_space": d["n_parts_space"], "complete": d["complete"],
-        "device": d["device"], "backend": d["backend"], "input": d["input"], "seconds_parts": round(d["seconds_parts"], 2),
-        "calibration": {k: d["calibration"][k] for k in ("a", "b", "n")} if "calibration" in d else None,
+        "out": args.out, "format": d["format"], "measurements": d["measurements"], "kernels": len(d["kernels"]),
+        "device": d["device"], "backend": d["backend"], "input": d["input"], "runtime": d["runtime"],
+        "seconds_build": round(d["seconds_build"], 2),
+        "calibration": {k: d["calibration"][k] for k in ("a", "b", "c", "n")},
     }
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
         cal = summary["calibration"]
-        cal_txt = f"calibration a={cal['a']:.3f} b={cal['b']:.3f} ms on {cal['n']} archs" if cal else "no calibration"
-        print(f"wrote {args.out}: {d['n_parts']}/{d['n_parts_space']} parts in {d['seconds_parts']:.1f} s, {cal_txt}")
+        print(f"wrote {args.out}: {d['measurements']} networks profiled, {len(d['kernels'])} distinct kernels, "
+              f"{d['seconds_build']:.1f} s; calibration ms = {cal['a']:.3f}*sum + {cal['b']:.3f}*n_kernels/1000 "
+              f"+ {cal['c']:.3f}")
     return 0
+
+
+def load_predictor(path: str) -> Any:
+    """The predictor file, or one line saying what is wrong with it (exit 2)."""
+    from objectives.latency.predictor import Predictor
+
+    try:
+        return Predictor.load(path)
+    except ValueError as e:
+        raise UserError(str(e)) from None
 
 
 def run_validate(args: argparse.Namespace) -> int:
     from objectives.latency.base import MeasureConfig
-    from objectives.latency.lut import LutTable, validate_table
+    from objectives.latency.predictor import ForeignDevice, PredictorBackend, validate_predictor
 
-    try:
-        table = LutTable.load(args.table)
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    pred = load_predictor(args.table)
     positive_int("--n", args.n, 3, 10000)
-    if "calibration" not in table.data:
-        raise UserError(f"{args.table}: table has no calibration (built with --limit or --calibrate 0); rebuild it")
-    device = args.device or table.data.get("device_url") or "local"
-    measured = table.data.get("measure") or {}
+    device = args.device or pred.data.get("device_url") or "local"
+    measured = pred.data.get("measure") or {}
     config = MeasureConfig(warmup=5, min_repeats=20, min_time_s=args.min_time, clock=measured.get("clock", "wall"))
-    backend = _backend(device, args.token_file, table.threads, config)
-    fp = backend.device_info()["fingerprint"]
-    if fp != table.device:
-        raise UserError(f"{args.table}: table was built on device {table.device}, but {device} is {fp}")
+    backend = _backend(device, args.token_file, pred.threads, config)
+    try:
+        pred.check_device(str(backend.device_info()["fingerprint"]), backend.runtime(), device)
+        PredictorBackend(pred)  # kernel detection here needs this host (or its runtime version)
+    except ForeignDevice as e:
+        raise UserError(str(e)) from None
 
     def progress(i: int, n: int) -> None:
         if i == n or i % 10 == 0:
             print(f"  {i}/{n}", file=sys.stderr)
 
-    res = validate_table(table, backend, n=args.n, seed=args.seed, progress=progress)
+    res = validate_predictor(pred, backend, n=args.n, seed=args.seed, progress=progress)
     if args.json:
         print(json.dumps(res, indent=2))
         return 0
-    print(f"{res['n']} random archs of the table's space at {'x'.join(map(str, table.input_shape))} on {device}:")
-    for name, label in (("lut", "LUT (sum of parts, calibrated)"), ("macs", "MACs-proportional (same fit)")):
+    print(f"{res['n']} random archs of the predictor's space at {'x'.join(map(str, pred.input_shape))} on {device} "
+          f"({res['held_out']} not among the {pred.data['measurements']} profiled):")
+    for name, label in (("predictor", "predictor (profiled kernels)"), ("macs", "MACs-proportional (same data)")):
         r = res[name]
         print(
             f"  {label:32s} within ±10%: {r['within']:.0%}   Spearman {r['spearman']:.3f}   "

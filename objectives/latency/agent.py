@@ -18,7 +18,10 @@ unless the agent was started without a token on a loopback address):
                         1..10000, min_time_s 0..60, max_time_s 0.01..3600, input_shape
                         "1,3,224,224" (default: the model's first input, dynamic dims -> 1),
                         seed, return_output 0/1 (adds a summary of the first output for the
-                        deterministic seeded input, to check numerics against a reference).
+                        deterministic seeded input, to check numerics against a reference),
+                        profile 0..100 (opt-in: after the timed runs, that many more runs in a
+                        second session with ONNX Runtime's profiler; adds "profile": per-node
+                        median kernel times of the optimised graph, see ``profile_model``).
     POST /v1/run        same as benchmark with warmup=0, repeats=1, min_time_s=0,
                         return_output=1.
 
@@ -56,9 +59,12 @@ __all__ = [
     "main",
     "make_server",
     "parse_settings",
+    "profile_model",
     "random_feeds",
     "run_benchmark",
     "serve",
+    "session_options",
+    "summarize_profile",
 ]
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
@@ -67,6 +73,9 @@ _BENCH_LOCK_TIMEOUT_S = 600.0
 _SOCKET_TIMEOUT_S = 60.0
 _MAX_INPUT_ELEMENTS = 1 << 26
 _MAX_OUTPUT_VALUES = 4096
+_MAX_PROFILE_RUNS = 100
+_MAX_PROFILE_NODES = 20000  # per run; a reply stays bounded whatever graph was sent
+_PROFILE_SKIP_RUNS = 2  # the first runs of a session allocate; their kernel times are not kept
 
 # ARM CPU part numbers (implementer 0x41) for a readable CPU model when /proc/cpuinfo has
 # no "model name" line, as on most ARM boards.
@@ -314,6 +323,7 @@ class BenchmarkSettings:
         "input_shape",
         "seed",
         "return_output",
+        "profile",
     )
 
     def __init__(
@@ -326,6 +336,7 @@ class BenchmarkSettings:
         input_shape: tuple[int, ...] | None = None,
         seed: int = 0,
         return_output: bool = False,
+        profile: int = 0,
     ):
         self.threads = threads
         self.warmup = warmup
@@ -335,6 +346,7 @@ class BenchmarkSettings:
         self.input_shape = input_shape
         self.seed = seed
         self.return_output = return_output
+        self.profile = profile
 
     def as_dict(self) -> dict:
         d = {name: getattr(self, name) for name in self.__slots__}
@@ -403,6 +415,7 @@ _PARAMS = {
     "input_shape": (("input_shape",), lambda n, v: _shape_param(v)),
     "seed": (("seed",), lambda n, v: _int_param(n, v, 0, 2**32 - 1)),
     "return_output": (("return_output",), _bool_param),
+    "profile": (("profile",), lambda n, v: _int_param(n, v, 0, _MAX_PROFILE_RUNS)),
 }
 _KNOWN_QUERY = {alias for aliases, _ in _PARAMS.values() for alias in aliases}
 
@@ -515,13 +528,7 @@ def run_benchmark(model_bytes: bytes, settings: BenchmarkSettings, info: dict | 
             "send a self-contained model (onnx.save_model(..., save_as_external_data=False))"
         )
     info = info if info is not None else device_info()
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = settings.threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
+    opts = session_options(settings.threads)
 
     old_cwd = os.getcwd()
     with tempfile.TemporaryDirectory(prefix="shufflenas-agent-") as workdir:
@@ -562,6 +569,9 @@ def run_benchmark(model_bytes: bytes, settings: BenchmarkSettings, info: dict | 
                     truncated = True
                     break
             total_s = time.perf_counter() - start
+            profile = None
+            if settings.profile:
+                profile = profile_model(model_bytes, settings.threads, feeds, settings.profile, workdir)
         finally:
             os.chdir(old_cwd)
 
@@ -594,7 +604,100 @@ def run_benchmark(model_bytes: bytes, settings: BenchmarkSettings, info: dict | 
     }
     if output is not None:
         result["output"] = output
+    if profile is not None:
+        result["profile"] = profile
     return result
+
+
+def session_options(threads: int, profile_prefix: str | None = None):
+    """The one CPU session set-up (agent and host alike): explicit intra-op threads, one
+    inter-op thread, sequential, all graph optimisations; profiling when a prefix is given."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    if profile_prefix is not None:
+        opts.enable_profiling = True
+        opts.profile_file_prefix = profile_prefix
+    return opts
+
+
+def profile_model(model_bytes: bytes, threads: int, feeds: dict, runs: int, workdir: str, skip: int | None = None) -> dict:
+    """Run the model ``skip + runs`` times under ONNX Runtime's profiler; per-node medians.
+
+    The profiler reports the nodes of the OPTIMISED graph (fused kernels, layout
+    conversions), i.e. what really runs. Returns ``{"runs": n, "run_us": [...] (model_run
+    per kept run), "nodes": [{"name", "op", "in", "out", "us"}] in execution order,
+    "truncated": bool}``; shapes are lists of dims (float tensors and int64 shape inputs).
+    The trace file is written in ``workdir`` and removed.
+    """
+    import onnxruntime as ort
+
+    skip = _PROFILE_SKIP_RUNS if skip is None else skip
+    opts = session_options(threads, os.path.join(workdir, "shufflenas-profile"))
+    try:
+        session = ort.InferenceSession(model_bytes, sess_options=opts, providers=["CPUExecutionProvider"])
+        for _ in range(skip + runs):
+            session.run(None, feeds)
+    except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
+        raise BadRequest(f"onnxruntime could not profile the model: {_short(exc)}") from None
+    path = session.end_profiling()
+    try:
+        with open(path, encoding="utf-8") as f:
+            events = json.load(f)
+    finally:
+        os.unlink(path)
+    return summarize_profile(events, skip)
+
+
+def summarize_profile(events: list, skip: int = 0) -> dict:
+    """Per-node median duration (µs) over the runs of a chrome trace, the first ``skip`` dropped."""
+    import statistics
+
+    durs: dict[str, list[float]] = {}
+    meta: dict[str, dict] = {}
+    run_us: list[float] = []
+    truncated = False
+    for e in events:
+        if not isinstance(e, dict):
+            continue
+        name = str(e.get("name", ""))
+        if e.get("cat") == "Session" and name == "model_run":
+            run_us.append(float(e.get("dur", 0)))
+        if e.get("cat") != "Node" or not name.endswith("_kernel_time"):
+            continue
+        name = name[: -len("_kernel_time")]
+        if name not in meta:
+            if len(meta) >= _MAX_PROFILE_NODES:
+                truncated = True
+                continue
+            args = e.get("args") or {}
+            meta[name] = {
+                "name": name,
+                "op": str(args.get("op_name", "")),
+                "in": [_shape_of(t) for t in args.get("input_type_shape") or []],
+                "out": [_shape_of(t) for t in args.get("output_type_shape") or []],
+            }
+        durs.setdefault(name, []).append(float(e.get("dur", 0)))
+    nodes = []
+    for name, m in meta.items():
+        kept = durs[name][skip:] or durs[name]
+        nodes.append({**m, "us": statistics.median(kept)})
+    kept_runs = run_us[skip:] or run_us
+    return {"runs": len(kept_runs), "run_us": kept_runs, "nodes": nodes, "truncated": truncated}
+
+
+def _shape_of(typed) -> list:
+    """``{"float": [1, 3, 224, 224]}`` -> ``[1, 3, 224, 224]`` (empty when unreadable)."""
+    if isinstance(typed, dict) and len(typed) == 1:
+        dims = next(iter(typed.values()))
+        if isinstance(dims, list) and all(isinstance(d, int) for d in dims):
+            return dims[:8]
+    return []
 
 
 def _short(exc: BaseException, limit: int = 500) -> str:

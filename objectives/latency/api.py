@@ -34,23 +34,25 @@ def _remote(**opts: Any) -> Any:
     return RemoteBackend(url, **opts)
 
 
-def _lut(**opts: Any) -> Any:
-    from .lut import LutBackend
+def _predictor(**opts: Any) -> Any:
+    from .predictor import PredictorBackend
 
     table = opts.pop("table", None)
     if table is None:
-        raise ValueError("the lut backend needs table=PATH (a table from `shufflenas lut build`)")
+        raise ValueError("the predictor backend needs table=PATH (a file from `shufflenas lut build`)")
     opts.pop("config", None)  # a prediction is not timed
-    return LutBackend(table, **opts)
+    return PredictorBackend(table, **opts)
 
 
-#: name -> factory; one registry, one factory function.
-BACKENDS: dict[str, Callable[..., Any]] = {"torch": _torch, "onnxruntime": _ort, "remote": _remote, "lut": _lut}
+#: name -> factory; one registry, one factory function ("lut" is the predictor's old name).
+BACKENDS: dict[str, Callable[..., Any]] = {
+    "torch": _torch, "onnxruntime": _ort, "remote": _remote, "predictor": _predictor, "lut": _predictor,
+}
 
 
 def get_backend(name: str, **opts: Any) -> Any:
     """A backend by name. Options: threads, config (MeasureConfig); remote: url, token/token_file,
-    timeout, retries, backoff; lut: table."""
+    timeout, retries, backoff; predictor: table."""
     if name not in BACKENDS:
         raise ValueError(f"unknown latency backend {name!r}; known backends: {', '.join(BACKENDS)}")
     return BACKENDS[name](**opts)

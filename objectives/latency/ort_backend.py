@@ -17,16 +17,26 @@ from .base import measure_callable as _measure_callable
 
 
 def make_session(onnx_bytes: bytes, threads: int = 1) -> Any:
-    """CPU session from bytes: explicit intra-op threads, one inter-op thread, all graph optimisations."""
+    """CPU session from bytes, set up exactly as the device agent sets up its own."""
     import onnxruntime as ort
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3
-    return ort.InferenceSession(onnx_bytes, sess_options=so, providers=["CPUExecutionProvider"])
+    from .agent import session_options
+
+    return ort.InferenceSession(onnx_bytes, sess_options=session_options(threads), providers=["CPUExecutionProvider"])
+
+
+def profile_onnx(onnx_bytes: bytes, input_shape: tuple[int, int, int], threads: int = 1, runs: int = 1,
+                 skip: int | None = None) -> dict[str, Any]:
+    """Per-node kernel times of the optimised graph on this host (the agent's `profile_model`)."""
+    import tempfile
+
+    import numpy as np
+
+    from .agent import profile_model
+
+    x = np.random.default_rng(0).standard_normal((1, *input_shape), dtype=np.float32)
+    with tempfile.TemporaryDirectory(prefix="shufflenas-profile-") as workdir:
+        return profile_model(onnx_bytes, threads, {"input": x}, runs, workdir, skip=skip)
 
 
 class OrtBackend(HostBackend):
@@ -51,7 +61,8 @@ class OrtBackend(HostBackend):
         result = self.measure_onnx(data, shape)
         return _with_arch(result, getattr(arch_or_model, "arch_id", None))
 
-    def measure_onnx(self, onnx_bytes: bytes, input_shape: tuple[int, int, int]) -> LatencyResult:
+    def measure_onnx(self, onnx_bytes: bytes, input_shape: tuple[int, int, int], profile: int = 0) -> LatencyResult:
+        """Time the model; with `profile` > 0 also that many profiled runs, in `extra["profile"]`."""
         import numpy as np
 
         shape = check_input_shape(input_shape)
@@ -67,6 +78,7 @@ class OrtBackend(HostBackend):
             backend=self.name, device=info["fingerprint"], threads=self.threads, runtime=self.runtime(),
             input_shape=shape, p10_ms=stats.p10_ms, min_ms=stats.min_ms, machine=str(info.get("machine", "")),
             device_label=device_label(info), remeasured=again, seconds=time.perf_counter() - t0,
+            extra={"profile": profile_onnx(onnx_bytes, shape, self.threads, profile)} if profile else {},
         )
 
 

@@ -108,9 +108,11 @@ class RemoteDevice:
         input_shape: tuple[int, ...] | list[int] | None = None,
         seed: int = 0,
         return_output: bool = False,
+        profile: int = 0,
     ) -> dict:
         """``POST /v1/benchmark``: time the model on the device; returns the agent's stats
-        (``median_ms``, ``p90_ms``, ``min_ms``, ``max_ms``, ``iqr_ms``, ``spread``, ``n``, ...)."""
+        (``median_ms``, ``p90_ms``, ``min_ms``, ``max_ms``, ``iqr_ms``, ``spread``, ``n``, ...);
+        ``profile`` > 0 adds ``profile`` (per-node kernel times of that many profiled runs)."""
         if not isinstance(onnx_bytes, (bytes, bytearray, memoryview)):
             raise TypeError(f"onnx_bytes must be bytes, got {type(onnx_bytes).__name__}")
         params: dict[str, str] = {
@@ -124,6 +126,8 @@ class RemoteDevice:
             params["input_shape"] = ",".join(str(int(d)) for d in input_shape)
         if return_output:
             params["return_output"] = "1"
+        if profile:
+            params["profile"] = str(int(profile))
         # warm-up and measurement happen before the agent answers: allow for them
         timeout = self.timeout + float(min_time_s) * 2
         return self._request("POST", "/v1/benchmark", params, bytes(onnx_bytes), timeout=timeout)
