@@ -11,8 +11,8 @@ kernels that really run (Conv+BN+ReLU as one FusedConv, NCHWc reorders, ...).
   seen key is predicted by the median of its profiled times; an unseen key by a
   least-squares model per kernel type over log shape features (FLOPs, bytes moved, ...).
 - A network is the sum of its kernels, calibrated against UNPROFILED whole-network medians
-  (the profiler adds per-node overhead): ``ms = a * sum + b * n_kernels + c`` with
-  non-negative coefficients (``b``, ``c``: the executor's per-node and per-run cost).
+  (the profiler adds per-node overhead): ``ms = a * sum + b * n_kernels + c``, least squares
+  in relative error (``b``: per-node cost net of the profiler's own, ``c``: per run).
 - Which kernels an architecture becomes is read from one profiled run of its graph on this
   host (no timing is used from it), so the predictor follows the optimiser exactly.
 - Building samples adaptively: a few random archs first, then the candidates with the
@@ -277,7 +277,7 @@ class Predictor:
         if data.get("format") in OLD_FORMATS:
             raise ValueError(
                 f"{source}: format {data.get('format')!r} is the old per-part lookup table; rebuild it with "
-                "`shufflenas lut build` (format {FORMAT!r})".replace("{FORMAT!r}", repr(FORMAT))
+                f"`shufflenas lut build` (format {FORMAT!r})"
             )
         if data.get("format") != FORMAT:
             raise ValueError(f"{source}: not a shufflenas latency predictor (expected format {FORMAT!r})")
@@ -418,7 +418,6 @@ class _Sample:
 def _fit(samples: list[_Sample]) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
     """Kernel table (key -> median µs, type, features) and the non-negative network calibration."""
     import numpy as np
-    from scipy.optimize import nnls
 
     times: dict[str, list[float]] = {}
     protos: dict[str, Kernel] = {}
@@ -433,7 +432,13 @@ def _fit(samples: list[_Sample]) -> tuple[dict[str, dict[str, Any]], dict[str, f
     x = np.array([[sum(table[k.key]["us"] for k, _ in s.kernels) / 1e3, len(s.kernels) / 1e3, 1.0] for s in samples])
     y = np.array([s.measured_ms for s in samples])
     wts = 1.0 / y  # relative error is what is judged
-    coef, _ = nnls(x * wts[:, None], y * wts)
+    if len(samples) >= 6:
+        # b is free: the profiler charges every node its own overhead (b < 0 takes it back out)
+        coef = np.linalg.lstsq(x * wts[:, None], y * wts, rcond=None)[0]
+    else:
+        coef = np.array([float(np.sum(y * wts) / np.sum(x[:, 0] * wts)), 0.0, 0.0])
+    if coef[0] <= 0 or np.any(x @ coef <= 0):  # a fit that predicts a non-positive time is no fit
+        coef = np.array([float(np.sum(y * wts) / np.sum(x[:, 0] * wts)), 0.0, 0.0])
     return table, {"a": float(coef[0]), "b": float(coef[1]), "c": float(coef[2])}
 
 
