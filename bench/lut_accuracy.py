@@ -5,9 +5,10 @@
 
 Builds a predictor for the WHOLE ShuffleNet v1 space (groups 1/2/3/4/8, kernels 3/5/7 per
 stage, all five shuffle placements, widths 0.25-2.0, repeats from 1) from --build profiled
-networks (one measurement each: the unprofiled median and the profiled runs), then measures
---n held-out random architectures of the same space (none of them profiled while building)
-with a careful median, and prints the share of predictions within ±10% and the Spearman
+networks (one measurement each: the unprofiled median and the profiled runs) and measures
+--n held-out random architectures of the same space (never profiled) with a careful median,
+interleaved with the build so that a host whose speed drifts during the run (a shared,
+throttling machine) gives the build and the ground truth the same speed; then prints the share of predictions within ±10% and the Spearman
 rank correlation beside a MACs-proportional model (ms = a * MMACs + b) fitted on the same
 build measurements and evaluated on the same architectures in the same run.
 Goal: >= 90% within ±10% and Spearman >= 0.97 (printed PASS / FAIL).
@@ -73,20 +74,31 @@ def main(argv: list[str] | None = None) -> int:
     truth_backend = get_backend("onnxruntime", threads=args.threads, config=MeasureConfig(
         warmup=5, min_repeats=20, min_time_s=min_time, max_spread=0.15, clock=args.clock))
     log = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr, flush=True))
-    log(f"whole space {space.to_dict()} at {input_text}: building from {n_build} profiled networks")
+    log(f"whole space {space.to_dict()} at {input_text}: building from {n_build} profiled networks, "
+        f"{n} held-out archs measured in between")
+    held = random_archs(space, n, seed=args.seed + 12345, in_channels=shape[0])
+    truth: list[float] = []
+    truth_s = 0.0
+
+    def measure_truth(i: int) -> None:
+        """Ground truth interleaved with the build, spread evenly over it (same host speed)."""
+        nonlocal truth_s
+        t = time.perf_counter()
+        while len(truth) < min(len(held), round(i * len(held) / n_build)):
+            truth.append(truth_backend.measure(held[len(truth)], shape).median_ms)
+        truth_s += time.perf_counter() - t
+
     t0 = time.perf_counter()
     pred = build_predictor(space, shape, build_backend, archs=n_build, seed=args.seed,
+                           exclude={a.arch_id for a in held}, after_each=measure_truth,
                            progress=lambda i, k, why: log(f"  build {i}/{k} ({why})") if i % 10 == 0 or i == k else None)
-    build_s = time.perf_counter() - t0
+    measure_truth(n_build)
+    build_s = time.perf_counter() - t0 - truth_s
     if args.table_out:
         pred.save(args.table_out)
-    built = {a["arch_id"] for a in pred.data["archs"]}
-    held = [a for a in random_archs(space, n + len(built), seed=args.seed + 12345, in_channels=shape[0])
-            if a.arch_id not in built][:n]
     t1 = time.perf_counter()
-    res = validate_predictor(pred, truth_backend, archs=held,
-                             progress=lambda i, k: log(f"  held-out {i}/{k}") if i % 10 == 0 or i == k else None)
-    validate_s = time.perf_counter() - t1
+    res = validate_predictor(pred, truth_backend, archs=held, measured=truth)
+    validate_s = time.perf_counter() - t1 + truth_s
     p, m = res["predictor"], res["macs"]
     passed = p["within"] >= GOAL_WITHIN and p["spearman"] >= GOAL_SPEARMAN
     figures = {

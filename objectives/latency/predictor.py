@@ -456,12 +456,16 @@ def build_predictor(
     pool: int = 2000,
     progress: Callable[[int, int, str], None] | None = None,
     device_url: str | None = None,
+    exclude: set[str] | frozenset[str] = frozenset(),
+    after_each: Callable[[int], None] | None = None,
 ) -> Predictor:
     """Profile `archs` whole networks on `backend` (adaptively chosen) and fit the predictor.
 
     One network costs ONE request/measurement batch on the target: its unprofiled median
     under the backend's MeasureConfig and `profile_runs` profiled runs (the agent does both
-    in one call), so `archs` networks are `archs` measurements.
+    in one call), so `archs` networks are `archs` measurements. Arch ids in `exclude` are
+    never profiled (held-out archs); `after_each(i)` runs after the i-th network (a bench
+    measures its ground truth there, interleaved, so both see the host at the same speed).
     """
     from objectives.flops import analytic_macs
 
@@ -469,7 +473,8 @@ def build_predictor(
 
     shape = check_input_shape(input_shape)
     initial = min(archs, initial if initial is not None else max(3, archs // 3))
-    candidates = random_archs(space, pool, seed=seed, in_channels=shape[0], classes=classes)
+    candidates = [a for a in random_archs(space, pool, seed=seed, in_channels=shape[0], classes=classes)
+                  if a.arch_id not in exclude]
     info = backend.device_info()
     samples: list[_Sample] = []
     seen_parts: set[str] = set()
@@ -484,6 +489,8 @@ def build_predictor(
         seen_parts.update(p.key for p in arch_parts(arch, shape))
         if progress:
             progress(len(samples), archs, why)
+        if after_each:
+            after_each(len(samples))
 
     todo = list(candidates)
     for arch in todo[:initial]:
@@ -543,21 +550,23 @@ def _data(space: Any, shape: tuple[int, int, int], backend: Any, info: dict[str,
 
 def validate_predictor(
     pred: Predictor, backend: Any, n: int = 20, seed: int = 12345, archs: list | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None, measured: Sequence[float] | None = None,
 ) -> dict[str, Any]:
-    """Measure `n` random archs of the predictor's space; compare it and the MACs model to them."""
+    """Measure `n` random archs of the predictor's space (or take `measured`, one per arch of
+    `archs`); compare the predictor and the MACs model to them."""
     if archs is None:
         space = pred.space()
         c = pred.input_shape[0]
         archs = random_archs(space, n, seed=seed, in_channels=c, classes=int(pred.data.get("classes", space.num_classes)))
     built = {a["arch_id"] for a in pred.data.get("archs", [])}
+    given = list(measured) if measured is not None else None
     measured, predicted, macs, seen_share = [], [], [], []
     for i, a in enumerate(archs):
         ex = pred.explain(a)
         predicted.append(ex["ms"])
         seen_share.append(ex["seen"] / max(1, ex["n_kernels"]))
         macs.append(pred.predict_macs(a))
-        measured.append(backend.measure(a, pred.input_shape).median_ms)
+        measured.append(given[i] if given is not None else backend.measure(a, pred.input_shape).median_ms)
         if progress:
             progress(i + 1, len(archs))
     return {
