@@ -111,20 +111,28 @@ def main(argv: list[str] | None = None) -> int:
         "measured_ms_range": [min(res["measured_ms"]), max(res["measured_ms"])],
         "measured_ms": res["measured_ms"], "predictor_ms": res["predictor_ms"], "macs_ms": res["macs_ms"],
     }
-    if args.json:
-        print(json.dumps(figures, indent=2))
-        return 0
-    print(f"{res['n']} held-out random archs of the whole space at {input_text}, onnxruntime {args.threads} "
-          f"thread(s), {args.clock} clock; measured {figures['measured_ms_range'][0]:.2f}-"
-          f"{figures['measured_ms_range'][1]:.2f} ms")
-    print(f"  built from {pred.data['measurements']} measurements (profiled networks) in {build_s:.0f} s; "
-          f"validated in {validate_s:.0f} s; {len(pred.kernels)} distinct kernels, "
-          f"{res['seen_kernel_share']:.0%} of held-out kernels seen while building")
-    for label, r in (("predictor (profiled kernels)", p), ("MACs-proportional (same data)", m)):
-        print(f"  {label:30s} within ±10%: {r['within']:.0%}   Spearman {r['spearman']:.3f}   "
-              f"mean |err| {r['mean_abs_rel_err']:.1%}")
-    print(f"  goal >= {GOAL_WITHIN:.0%} within ±10% and Spearman >= {GOAL_SPEARMAN}: {'PASS' if passed else 'FAIL'}")
+    print(json.dumps(figures, indent=2) if args.json else report(figures))
     return 0
+
+
+def report(f: dict) -> str:
+    """The printed figures (also from a saved --json output: `report(json.load(...))`)."""
+    p, m, (lo, hi) = f["predictor"], f["macs"], f["measured_ms_range"]
+    shape = "x".join(map(str, f["input"]))
+    lines = [
+        f"{f['n']} held-out random archs of the whole space at {shape}, onnxruntime {f['threads']} thread(s), "
+        f"{f['clock']} clock; measured {lo:.2f}-{hi:.2f} ms",
+        f"  built from {f['measurements']} measurements (profiled networks) in {f['build_s']:.0f} s; ground truth "
+        f"and predictions {f['validate_s']:.0f} s; {f['kernels']} distinct kernels, "
+        f"{f['seen_kernel_share']:.0%} of held-out kernels seen while building",
+    ]
+    for label, r in (("predictor (profiled kernels)", p), ("MACs-proportional (same data)", m)):
+        lines.append(f"  {label:30s} within ±10%: {r['within']:.0%}   Spearman {r['spearman']:.3f}   "
+                     f"mean |err| {r['mean_abs_rel_err']:.1%}")
+    g = f["goal"]
+    lines.append(f"  goal >= {g['within']:.0%} within ±10% and Spearman >= {g['spearman']}: "
+                 f"{'PASS' if g['pass'] else 'FAIL'}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
