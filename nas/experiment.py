@@ -165,7 +165,7 @@ class LatencyConfig(_Strict):
 
     @model_validator(mode="after")
     def _needs(self) -> LatencyConfig:
-        if "drift" in self.model_fields_set and self.drift.enabled and self.backend == "torch":
+        if self.backend == "torch" and self.drift.enabled and self.drift != DriftSection():  # set, not defaulted
             raise ValueError("drift: the interleaved protocol times ONNX, so it needs backend onnxruntime or remote "
                              "(lut or a predictor re-measure with ONNX Runtime), got torch; set drift.enabled: false")
         if self.backend == "remote" and not self.device:
