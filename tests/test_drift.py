@@ -185,3 +185,70 @@ def test_drift_with_the_torch_backend_is_refused(tiny_yaml, capsys: pytest.Captu
     assert main(["search", str(f), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert "latency: drift: the interleaved protocol times ONNX" in err and len(err.splitlines()) == 1
+
+
+@pytest.fixture
+def agent(tmp_path: Path, free_port) -> Iterator[tuple[str, Path, int]]:
+    """A device agent on 127.0.0.1 pinned to one core: (url, token file, its pid)."""
+    from objectives.latency.remote import RemoteDevice
+
+    token = tmp_path / "token"
+    token.write_text("drift-test-token\n")
+    port = free_port()
+    core = max(os.sched_getaffinity(0))
+    proc = subprocess.Popen([sys.executable, "-m", "objectives.latency.agent", "--host", "127.0.0.1", "--port",
+                             str(port), "--token-file", str(token)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, cwd=Path(__file__).resolve().parents[1])
+    os.sched_setaffinity(proc.pid, {core})
+    url = f"http://127.0.0.1:{port}"
+    device = RemoteDevice(url, token="drift-test-token", timeout=5, retries=1, backoff=0.05)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            device.info()
+            break
+        except Exception:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise
+            time.sleep(0.1)
+    try:
+        yield url, token, core
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_through_the_device_agent_a_slowed_board_is_flagged_and_normalised(agent: tuple, tmp_path: Path) -> None:
+    """The same protocol through the agent, one short benchmark request per block."""
+    from nas import drift
+    from nas.drift import baseline, measure_trial
+    from nas.evaluate import make_latency_backend
+    from nas.experiment import validate_experiment
+    from search_spaces import preset
+
+    url, token, core = agent
+    raw = {
+        "name": "drift", "deploy": {"input": "3x32x32", "classes": 10}, "budget": {"max_mmacs": 50},
+        "space": {"groups": [2, 4], "widths": [0.25, 0.5]}, "objectives": ["mmacs", "latency_ms"],
+        "latency": {"backend": "remote", "device": url, "token_file": str(token), "min_time_s": 0.02,
+                    "drift": {"block_s": 0.03, "pairs": 6, "flag_threshold": THRESHOLD,
+                              "reference": "shufflenet_v1_g3_x0_5"}},
+        "search": {"run_dir": str(tmp_path / "run")},
+    }
+    exp = validate_experiment(raw, "test")
+    backend = make_latency_backend(exp.latency)
+    arch = preset("shufflenet_v1_g8_x0_5").with_io(in_channels=3, num_classes=10, small_input=False)
+    for _attempt in range(3):
+        drift._LOCAL.clear()
+        baseline(exp, backend, "shufflenet_v1_g3_x0_5")
+        quiet_value, _r, quiet = measure_trial(exp, arch, backend, None)
+        if not quiet["latency_flagged"]:
+            break
+    assert not quiet["latency_flagged"], f"quiet measurement flagged 3 times: probe {quiet['latency_probe']:.2f}"
+    with busy_loop(core):  # the agent's core: the "board" slows down
+        slow_value, res, slow = measure_trial(exp, arch, backend, None)
+    assert res.backend == "remote"
+    assert slow["latency_flagged"] is True, f"slowed agent not flagged: probe {slow['latency_probe']:.2f}"
+    assert slow["latency_raw_ms"] > 1.3 * quiet["latency_raw_ms"]
+    assert abs(slow_value / quiet_value - 1) < TOLERANCE

@@ -28,12 +28,14 @@ from typing import Any, Protocol
 from .base import LatencyResult, check_input_shape, device_label, summarize
 
 #: default reference networks per search-space family: members with the family's operators
-#: (grouped 1x1, depthwise, shuffle) spread over its latency range; a candidate is compared with
-#: the one nearest in MACs, because contention slows a cache-resident small network more than a
-#: large one (bench/latency_drift.py)
+#: (grouped 1x1, depthwise, shuffle) on a ladder of about 2-3x in MACs over its range. A candidate
+#: is compared with the one nearest in MACs, because contention slows networks of different sizes
+#: differently (cache refills per time slice); bench/latency_drift.py showed a candidate twice its
+#: reference's size drifting 10-15% where a size-matched one stayed within 5%.
 DEFAULT_REFERENCES: dict[str, tuple[str, ...]] = {
-    "shufflenet_v1": ("shufflenet_v1_g3_x0_5", "shufflenet_v1_g8_x1_0", "shufflenet_v1_g3_x1_5"),
-    "shufflenet_v2": ("shufflenet_v2_x0_5", "shufflenet_v2_x1_5"),
+    "shufflenet_v1": ("shufflenet_v1_g8_x0_25", "shufflenet_v1_g3_x0_5", "shufflenet_v1_g3_x0_75",
+                      "shufflenet_v1_g8_x1_0", "shufflenet_v1_g3_x1_5", "shufflenet_v1_g8_x2_0"),
+    "shufflenet_v2": ("shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "shufflenet_v2_x1_5", "shufflenet_v2_x2_0"),
     "resnext": ("resnext50_32x4d",),
 }
 
