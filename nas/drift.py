@@ -15,7 +15,6 @@ ties it to a study:
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -77,21 +76,27 @@ def drop_defaults(latency: dict[str, Any]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------- the study's baselines
 
-@functools.lru_cache(maxsize=4)
+_STUDIES: dict[tuple[str, str], optuna.Study] = {}
+
+
 def _study(url: str, name: str) -> optuna.Study | None:
-    """The study this process evaluates for (None outside a search: export, fidelity)."""
+    """The study this process evaluates for, loaded once (None outside a search: export, fidelity)."""
     import optuna
 
     from nas.results import sqlite_path
 
+    if (url, name) in _STUDIES:
+        return _STUDIES[(url, name)]
     path = sqlite_path(url)
     if url.startswith("sqlite:") and (path is None or not path.is_file()):
         return None
     try:
         storage = optuna.storages.RDBStorage(url, skip_compatibility_check=True, skip_table_creation=True)
-        return optuna.load_study(study_name=name, storage=storage)
-    except Exception:  # not created (yet), or another node's SQLite file: a per-process baseline
+        study = optuna.load_study(study_name=name, storage=storage)
+    except Exception:  # not created, or another node's SQLite file: a per-process baseline
         return None
+    _STUDIES[(url, name)] = study
+    return study
 
 
 _LOCAL: dict[tuple[str, str, str], float] = {}

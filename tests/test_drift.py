@@ -252,3 +252,25 @@ def test_through_the_device_agent_a_slowed_board_is_flagged_and_normalised(agent
     assert slow["latency_flagged"] is True, f"slowed agent not flagged: probe {slow['latency_probe']:.2f}"
     assert slow["latency_raw_ms"] > 1.3 * quiet["latency_raw_ms"]
     assert abs(slow_value / quiet_value - 1) < TOLERANCE
+
+
+@pytest.mark.slow  # starts Ray (about 20 s)
+def test_ray_search_remeasures_the_front_with_the_same_function(tiny_yaml, tmp_path: Path, need,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    need("ray.tune")
+    monkeypatch.setenv("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    import optuna
+
+    from nas.experiment import load_experiment
+    from nas.pareto import pareto_info
+    from nas.ray_backend import run_ray_search
+    from nas.results import trials_frame
+
+    f = tiny_yaml(latency="onnxruntime, drift: {block_s: 0.002, pairs: 6}", objectives="[mmacs, latency_ms]", n=3,
+                  search="backend: ray, workers: 1")
+    url = run_ray_search(load_experiment(f))
+    study = optuna.load_study(study_name="tiny", storage=url)
+    again = study.user_attrs["latency_remeasured"]
+    front = pareto_info(trials_frame(study)).front
+    assert len(front) and all(str(n) in again for n in front["number"])
+    assert all(front["latency_remeasured"]) and front["latency_first_ms"].notna().all()
