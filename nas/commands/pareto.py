@@ -12,7 +12,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description=(
             "Pareto set of a study's COMPLETE trials (paper presets evaluated for comparison are shown, "
             "not part of the front), its hypervolume and its knee. Hypervolume reference point: accuracy 0, "
-            "the budget for MMACs/latency, else the worst value plus 10% of the range."
+            "the budget for MMACs/latency, else the worst value plus 10% of the range. latency_ms is the "
+            "end-of-search re-measured value where the front was measured again (the first value is shown beside "
+            "it, and in --json as latency_first_ms / latency_change); trials whose speed probe moved are counted as "
+            "flagged."
         ),
     )
     p.add_argument("study", metavar="STUDY")

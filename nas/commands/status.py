@@ -9,7 +9,8 @@ import json
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "status",
-        help="show a study's progress: trial counts by state, knee trial, best of each objective, ETA",
+        help="show a study's progress: trial counts by state, knee trial, best of each objective, flagged "
+             "latency trials, ETA",
         description="Show the state of study STUDY without changing it.",
     )
     p.add_argument("study", metavar="STUDY")
