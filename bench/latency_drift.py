@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     figures = {
         "input": args.input, "backend": "onnxruntime", "onnxruntime": onnxruntime.__version__, "threads": 1,
         "core": core, "references": ref_names, "baselines_ms": baselines, "clock": args.clock, "pairs": cfg.pairs,
-        "block_s": cfg.block_s, "goal": list(GOAL), "rows": rows, "all_within_goal": ok,
+        "block_s": cfg.block_s, "min_runs": cfg.min_runs, "goal": list(GOAL), "rows": rows, "all_within_goal": ok,
         "worst_ratio": max(rows, key=lambda r: abs(r["ratio"] - 1))["ratio"],
         "naive_median_ratio": statistics.median(r["naive_ratio"] for r in rows),
         "flagged_slowed": sum(r["flagged_slowed"] for r in rows), "flagged_normal": sum(r["flagged_normal"] for r in rows),
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"latency under drift: {args.input}, onnxruntime {onnxruntime.__version__}, 1 thread, pinned to core "
           f"{core}; slowed = a busy process pinned to the same core")
-    print(f"interleaved: {cfg.pairs} ABBA pairs of {cfg.block_s:g} s blocks ({args.clock} clock) against the nearest "
+    print(f"interleaved: {cfg.pairs} ABBA pairs of {cfg.block_s:g} s / {cfg.min_runs} runs blocks ({args.clock} clock) against the nearest "
           "in MACs of " + ", ".join(f"{n} (baseline {b:.3f} ms)" for n, b in baselines.items()))
     print(f"{'architecture':26s} {'naive normal':>12s} {'slowed':>8s} {'ratio':>6s}   {'ours normal':>11s} {'slowed':>8s} "
           f"{'ratio':>6s}  probe  goal {GOAL[0]}-{GOAL[1]}  reference")

@@ -39,7 +39,7 @@ def drift_config(exp: Experiment) -> Any:
 
     d = exp.latency.drift
     block = d.block_s if d.block_s is not None else exp.latency.min_time_s / d.pairs
-    return DriftConfig(block_s=block, pairs=d.pairs, flag_threshold=d.flag_threshold)
+    return DriftConfig(block_s=block, pairs=d.pairs, flag_threshold=d.flag_threshold, min_runs=d.min_runs)
 
 
 def interleaved(exp: Experiment) -> bool:

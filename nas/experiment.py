@@ -133,6 +133,7 @@ class DriftSection(_Strict):
     flag_threshold: float = Field(0.05, gt=0, lt=1)
     pairs: int = Field(24, ge=2, le=10_000)
     block_s: float | None = Field(None, gt=0, le=60)
+    min_runs: int = Field(3, ge=1, le=1000)  # timed runs per block at least
 
     @field_validator("reference")
     @classmethod

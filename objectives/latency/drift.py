@@ -5,7 +5,8 @@ taken an hour apart are taken at different speeds. Timing a reference network in
 window and reporting the candidate as a multiple of it cancels the speed of the moment.
 
 Protocol (figures in bench/latency_drift.py):
-- blocks of a fixed wall time, candidate and reference alternating ABBA (a linear trend
+- blocks of a fixed wall time (and at least `min_runs` runs, after one untimed run that pays the
+  cache misses of switching networks), candidate and reference alternating ABBA (a linear trend
   cancels within each pair of pairs); one warm-up block of each first;
 - each block's MEAN run time (wall time / runs), never per-run medians: under CPU
   time-slicing a short run is either untouched or preempted whole, so the median of short
@@ -47,6 +48,7 @@ class DriftConfig:
     block_s: float = 0.04
     pairs: int = 24
     flag_threshold: float = 0.05
+    min_runs: int = 3  # per block: one run of a large network is at the mercy of one time slice
 
     def __post_init__(self) -> None:
         if not isinstance(self.block_s, (int, float)) or not 0 <= self.block_s <= 60:
@@ -55,6 +57,8 @@ class DriftConfig:
             raise ValueError(f"drift pairs must be an integer >= 2, got {self.pairs!r}")
         if not isinstance(self.flag_threshold, (int, float)) or not 0 < self.flag_threshold < 1:
             raise ValueError(f"drift flag_threshold must be a number in (0, 1), got {self.flag_threshold!r}")
+        if isinstance(self.min_runs, bool) or not isinstance(self.min_runs, int) or self.min_runs < 1:
+            raise ValueError(f"drift min_runs must be an integer >= 1, got {self.min_runs!r}")
 
 
 class Blocks(Protocol):
@@ -62,8 +66,8 @@ class Blocks(Protocol):
 
     def load(self, onnx_bytes: bytes, input_shape: tuple[int, int, int]) -> Any: ...
 
-    def block(self, model: Any, seconds: float) -> float:
-        """Mean milliseconds per run over one block of at least `seconds` (and one run)."""
+    def block(self, model: Any, seconds: float, min_runs: int = 1) -> float:
+        """Mean milliseconds per run over one block of at least `seconds` and `min_runs` runs."""
         ...
 
 
@@ -86,12 +90,13 @@ class LocalBlocks:
         feed = {sess.get_inputs()[0].name: x}
         return lambda: sess.run(None, feed)
 
-    def block(self, model: Any, seconds: float) -> float:
+    def block(self, model: Any, seconds: float, min_runs: int = 1) -> float:
+        model()  # untimed: the first run after the other network pays its cache misses
         runs, t0, c0 = 0, time.perf_counter(), self.clock()
         while True:
             model()
             runs += 1
-            if time.perf_counter() - t0 >= seconds:
+            if runs >= min_runs and time.perf_counter() - t0 >= seconds:
                 return (self.clock() - c0) * 1e3 / runs
 
 
@@ -104,8 +109,8 @@ class RemoteBlocks:
     def load(self, onnx_bytes: bytes, input_shape: tuple[int, int, int]) -> Any:
         return onnx_bytes
 
-    def block(self, model: Any, seconds: float) -> float:
-        r = self.device.benchmark(model, threads=self.threads, warmup=1, repeats=1, min_time_s=seconds)
+    def block(self, model: Any, seconds: float, min_runs: int = 1) -> float:
+        r = self.device.benchmark(model, threads=self.threads, warmup=1, repeats=min_runs, min_time_s=seconds)
         return float(r.get("mean_ms", r["median_ms"]))
 
 
@@ -137,20 +142,20 @@ def interleave(blocks: Blocks, candidates: list[Any], reference: Any, config: Dr
     each candidate, one candidate block and one reference block, the order flipped every round.
     """
     t0 = time.perf_counter()
-    b = config.block_s
-    blocks.block(reference, b)  # warm-up: first runs pay allocation and cache misses
+    b, k = config.block_s, config.min_runs
+    blocks.block(reference, b, k)  # warm-up: first runs pay allocation and cache misses
     for c in candidates:
-        blocks.block(c, b)
+        blocks.block(c, b, k)
     cand: list[list[float]] = [[] for _ in candidates]
     ref: list[list[float]] = [[] for _ in candidates]
     for r in range(config.pairs):
         for i, c in enumerate(candidates):
             if (r + i) % 2 == 0:
-                cand[i].append(blocks.block(c, b))
-                ref[i].append(blocks.block(reference, b))
+                cand[i].append(blocks.block(c, b, k))
+                ref[i].append(blocks.block(reference, b, k))
             else:
-                ref[i].append(blocks.block(reference, b))
-                cand[i].append(blocks.block(c, b))
+                ref[i].append(blocks.block(reference, b, k))
+                cand[i].append(blocks.block(c, b, k))
     secs = time.perf_counter() - t0
     out = []
     for cs, rs in zip(cand, ref, strict=True):
@@ -162,8 +167,9 @@ def interleave(blocks: Blocks, candidates: list[Any], reference: Any, config: Dr
 
 def reference_time(blocks: Blocks, reference: Any, config: DriftConfig) -> float:
     """The reference alone, same blocks: median of `pairs` block means (the study baseline)."""
-    blocks.block(reference, config.block_s)
-    return statistics.median(blocks.block(reference, config.block_s) for _ in range(config.pairs))
+    b, k = config.block_s, config.min_runs
+    blocks.block(reference, b, k)
+    return statistics.median(blocks.block(reference, b, k) for _ in range(config.pairs))
 
 
 def probe(reference_ms: float, baseline_ms: float) -> float:
@@ -235,7 +241,7 @@ def cache_key(arch: Any, reference: Any, input_shape: tuple[int, int, int], back
     from .api import cache_key as plain_key
 
     key = plain_key(arch, input_shape, backend)
-    tag = f"interleaved={getattr(reference, 'arch_id', '')}/{config.pairs}x{config.block_s:g}s"
+    tag = f"interleaved={getattr(reference, 'arch_id', '')}/{config.pairs}x{config.block_s:g}s/{config.min_runs}"
     return replace(key, runtime=f"{key.runtime},{tag}" if key.runtime else tag)
 
 
