@@ -274,3 +274,31 @@ def test_ray_search_remeasures_the_front_with_the_same_function(tiny_yaml, tmp_p
     front = pareto_info(trials_frame(study)).front
     assert len(front) and all(str(n) in again for n in front["number"])
     assert all(front["latency_remeasured"]) and front["latency_first_ms"].notna().all()
+
+
+def test_a_predicted_latency_is_recorded_as_predicted_and_remeasured_with_onnx_runtime(tmp_path: Path) -> None:
+    """A predictor backend's result says extra["predicted"]; its study re-measures with local ONNX
+    Runtime, or with the configured device agent."""
+    from nas.drift import _measuring_backend, source
+    from nas.experiment import validate_experiment
+    from objectives.latency.base import LatencyResult
+
+    def result(**kw: object) -> LatencyResult:
+        return LatencyResult(median_ms=1.0, p90_ms=1.0, spread=0.0, n=1, backend="x", device="d", threads=1,
+                             runtime={}, input_shape=(3, 32, 32), **kw)  # type: ignore[arg-type]
+
+    assert source(result(extra={"predicted": True})) == "predicted"
+    assert source(result(cached=True)) == "cached"
+    assert source(result()) == "measured"
+    base = {"name": "p", "deploy": {"input": "3x32x32", "classes": 10}, "budget": {"max_mmacs": 50},
+            "objectives": ["mmacs", "latency_ms"], "search": {"run_dir": str(tmp_path)}}
+    lut = validate_experiment({**base, "latency": {"backend": "lut", "table": "t.json"}}, "test")
+    assert _measuring_backend(lut).name == "onnxruntime"
+    token = tmp_path / "token"
+    token.write_text("x\n")
+    remote = validate_experiment({**base, "latency": {"backend": "lut", "table": "t.json",
+                                                      "device": "http://127.0.0.1:9", "token_file": str(token)}},
+                                 "test")
+    assert _measuring_backend(remote).name == "remote"
+    torch_exp = validate_experiment({**base, "latency": {"backend": "torch"}}, "test")
+    assert _measuring_backend(torch_exp) is None  # torch times are not ONNX Runtime's: not re-measured
