@@ -118,6 +118,23 @@ def x_latency(d: dict[str, Any]) -> list[Figure]:
     ]
 
 
+def x_drift(d: dict[str, Any]) -> list[Figure]:
+    """Interleaved (drift-aware) vs naive latency: slowed/normal ratio per architecture."""
+    rows = d.get("rows") or []
+    lo, hi = d.get("goal") or (0.95, 1.05)
+    worst = d.get("worst_ratio")
+    ok = bool(rows) and all(lo <= r["ratio"] <= hi for r in rows)
+    out = [Figure("latency under drift: worst interleaved slowed/normal ratio", worst, "ratio", f"all in {lo}-{hi}",
+                  "pass" if ok else "fail",
+                  f"{len(rows)} archs @ {d.get('input')}, ORT 1 thread, busy process on the same core; "
+                  f"{d.get('pairs')} pairs of {d.get('block_s')} s blocks; flagged slowed "
+                  f"{d.get('flagged_slowed')}/{len(rows)}, normal {d.get('flagged_normal')}/{len(rows)}")]
+    for r in rows:
+        out.append(Figure(f"latency under drift: {r['arch']} naive / interleaved ratio",
+                          f"{r['naive_ratio']:.3f} / {r['ratio']:.3f}", "ratio"))
+    return out
+
+
 def x_zero_cost(d: dict[str, Any]) -> list[Figure]:
     sp = d.get("spearman") or {}
     n = len(d.get("rows") or [])
@@ -238,6 +255,8 @@ BENCHES: list[Bench] = [
           x_train, what="train_proxy vs hand-written loops"),
     Bench("latency_repeatability", "bench/latency_repeatability.py", [], ["--processes", "3", "--min-time", "1.0"],
           x_latency, what="same model in separate processes"),
+    Bench("latency_drift", "bench/latency_drift.py", [], ["--quick"],
+          x_drift, what="naive vs interleaved latency, normal vs slowed window"),
     Bench("zero_cost", "bench/zero_cost.py", [],
           ["--n", "8", "--epochs", "2"],
           x_zero_cost, json_to_file=True, what="zero-cost proxies vs proxy training"),

@@ -159,7 +159,9 @@ def identity(exp_dict: dict[str, Any]) -> dict[str, Any]:
     d = {k: v for k, v in exp_dict.items() if k not in _RUN_KEYS}
     lat = dict(d.get("latency", {}))
     lat.pop("cache", None)
-    d["latency"] = lat
+    from nas.drift import drop_defaults
+
+    d["latency"] = drop_defaults(lat)  # studies made before the drift options stay the same experiment
     train = dict(d.get("train", {}))
     train.pop("device", None)  # where it trains, not what: a study may continue on a GPU machine
     if not train.get("amp"):

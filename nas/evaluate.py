@@ -219,20 +219,21 @@ def _macs_gate(ph: _Phases, arch: Arch) -> tuple[float, dict[str, float]]:
 
 
 def _latency(ph: _Phases, arch: Arch, mmacs: float, values: dict[str, float]) -> float | None:
-    """Measured latency (cache first) into `values`; None without a latency backend."""
+    """Latency (cache first; drift-normalised, see nas.drift) into `values`; None without a latency backend."""
     exp, put = ph.exp, ph.put
     if exp.latency.backend == "none":
         put("time_latency_s", 0.0)
         return None
     ph.check_time("before latency")
     t1 = time.perf_counter()
-    from objectives.latency import api
+    from nas.drift import measure_trial
 
     backend = _backend_cached(exp.latency.model_dump_json())
-    c, h, w = exp.deploy.shape
-    res = api.measure_latency(arch, (c, h, w), backend, cache=latency_cache(exp, ph.run_dir))
-    latency_ms = float(res.median_ms)
+    # interleaved with a reference network (nas.drift) unless drift is off or the backend predicts
+    latency_ms, res, drift_attrs = measure_trial(exp, arch, backend, latency_cache(exp, ph.run_dir))
     put("latency_ms", latency_ms)
+    for key, value in drift_attrs.items():
+        put(key, value)
     put("latency_p90_ms", float(res.p90_ms))
     put("latency_spread", float(res.spread))
     put("latency_n", int(res.n))

@@ -119,6 +119,37 @@ class TrainSection(_Strict):
         return TrainConfig(**self.model_dump())
 
 
+class DriftSection(_Strict):
+    """Drift-aware latency (nas.drift): each candidate timed interleaved with a reference network.
+
+    The objective is ratio x the study's baseline reference time (`normalise`), the probe
+    (reference now / baseline) is recorded per trial and the trial flagged beyond
+    `flag_threshold`. Blocks default to latency.min_time_s / pairs seconds.
+    """
+
+    enabled: bool = True
+    reference: str | list[str] | None = None  # preset(s); default: the family's references
+    normalise: bool = True
+    flag_threshold: float = Field(0.05, gt=0, lt=1)
+    pairs: int = Field(24, ge=2, le=10_000)
+    block_s: float | None = Field(None, gt=0, le=60)
+    min_runs: int = Field(3, ge=1, le=1000)  # timed runs per block at least
+
+    @field_validator("reference")
+    @classmethod
+    def _reference(cls, v: str | list[str] | None) -> str | list[str] | None:
+        from search_spaces import PRESETS
+
+        names = [v] if isinstance(v, str) else (v or [])
+        if isinstance(v, list) and not v:
+            raise ValueError("must name at least one preset, or be left out (the family's references)")
+        for i, n in enumerate(names):
+            if n not in PRESETS:
+                where = f"[{i}] " if isinstance(v, list) else ""
+                raise ValueError(f"{where}unknown preset {n!r} (known: {', '.join(PRESETS)})")
+        return v
+
+
 class LatencyConfig(_Strict):
     backend: Literal["torch", "onnxruntime", "remote", "predictor", "lut", "none"] = "onnxruntime"
     threads: int = Field(1, ge=1, le=256)
@@ -129,9 +160,15 @@ class LatencyConfig(_Strict):
     repeats: int = Field(20, ge=3)
     warmup: int = Field(5, ge=0)
     cache: str | None = None  # SQLite path; default <run_dir>/latency_cache.db
+    drift: DriftSection = DriftSection()
+    #: at the end of a search, measure the Pareto set and flagged trials again in one window
+    remeasure_front: bool = True
 
     @model_validator(mode="after")
     def _needs(self) -> LatencyConfig:
+        if self.backend == "torch" and self.drift.enabled and self.drift != DriftSection():  # set, not defaulted
+            raise ValueError("drift: the interleaved protocol times ONNX, so it needs backend onnxruntime or remote "
+                             "(lut or a predictor re-measure with ONNX Runtime), got torch; set drift.enabled: false")
         if self.backend == "remote" and not self.device:
             raise ValueError("backend 'remote' needs device: http://HOST:PORT of a `shufflenas device serve` agent")
         if self.backend in ("predictor", "lut") and not self.table:

@@ -112,6 +112,9 @@ def run_optuna_search(exp: Experiment, *, target: int | None = None, show_progre
             if all(p.exitcode == 3 for p in procs):
                 raise SearchAborted("every worker aborted after repeated trial failures (see the log above)")
         refresh()
+    from nas.drift import remeasure_front
+
+    remeasure_front(study, exp)  # the Pareto set and flagged trials again, in one window
     s = summarize(study, target, workers)
     s.run_dir = str(exp.run_dir)
     return s

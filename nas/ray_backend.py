@@ -411,6 +411,7 @@ def run_ray_search(experiment: Experiment, *, ray_address: str | None = None, re
             todo = target - done
             if todo <= 0:
                 log.info("study %s already has %d of %d trials done", exp.study_name, done, target)
+                _remeasure(study, exp)
                 return exp.storage_url
             if exp_dir.exists():  # a finished earlier run: keep its logs, start a new Tune experiment
                 shutil.move(str(exp_dir), str(storage_path / f"{exp.study_name}.{time.strftime('%Y%m%d-%H%M%S')}"))
@@ -451,4 +452,11 @@ def run_ray_search(experiment: Experiment, *, ray_address: str | None = None, re
     n = _fail_orphans(study, "driver lost: the trial was started by a Ray driver that died before checkpointing it")
     if n:
         log.warning("%d trial(s) of a lost driver marked FAIL", n)
+    _remeasure(study, exp)
     return exp.storage_url
+
+
+def _remeasure(study: optuna.Study, exp: Experiment) -> None:
+    from nas.drift import remeasure_front
+
+    remeasure_front(study, exp)  # the same end-of-search step as the Optuna backend

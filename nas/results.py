@@ -31,7 +31,7 @@ TRIAL_ATTRS: tuple[str, ...] = (
     "arch_id", "mmacs", "n_params", "latency_ms", "latency_p90_ms", "latency_spread", "latency_n",
     "latency_backend", "device", "accuracy", "epochs_run", "stopped_epoch", "time_macs_s", "time_latency_s",
     "time_train_s", "time_zero_cost_s", "time_eval_s", "best_accuracy", "fail_reason", "reference_preset",
-    "weights",
+    "weights", "latency_source", "latency_raw_ms", "latency_probe", "latency_flagged", "latency_reference",
 )
 
 
@@ -170,6 +170,25 @@ def _space(d: Any) -> Any:
         return None
 
 
+def _apply_remeasured(rows: list[dict[str, Any]], study: optuna.Study) -> None:
+    """The end-of-search re-measure (nas.drift) replaces latency_ms; the first value stays beside it.
+
+    Optuna's values of a finished trial are immutable, so the second value lives in the study
+    attr `latency_remeasured`; every reader (pareto, export, status) sees it through this frame.
+    """
+    again = study.user_attrs.get("latency_remeasured")
+    for row in rows:
+        r = again.get(str(row["number"])) if isinstance(again, dict) else None
+        first = row.get("latency_ms")
+        row["latency_first_ms"] = first
+        row["latency_remeasured"] = isinstance(r, dict)
+        row["latency_change"] = None
+        if isinstance(r, dict) and isinstance(r.get("latency_ms"), (int, float)):
+            row["latency_ms"] = float(r["latency_ms"])
+            if isinstance(first, (int, float)) and r["latency_ms"] > 0:
+                row["latency_change"] = first / float(r["latency_ms"]) - 1.0  # how far the first value was
+
+
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
     """One row per trial: state, named objectives, arch fields and JSON, latency, durations.
 
@@ -205,6 +224,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         row["duration_s"] = dur
         row["sampler_params"] = json.dumps(t.params, sort_keys=True) if t.params else None
         rows.append(row)
+    _apply_remeasured(rows, study)
     cols = ["number", "state", *names]
     df = pd.DataFrame(rows)
     if df.empty:

@@ -12,7 +12,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description=(
             "Pareto set of a study's COMPLETE trials (paper presets evaluated for comparison are shown, "
             "not part of the front), its hypervolume and its knee. Hypervolume reference point: accuracy 0, "
-            "the budget for MMACs/latency, else the worst value plus 10% of the range."
+            "the budget for MMACs/latency, else the worst value plus 10% of the range. latency_ms is the "
+            "end-of-search re-measured value where the front was measured again (the first value is shown beside "
+            "it, and in --json as latency_first_ms / latency_change); trials whose speed probe moved are counted as "
+            "flagged."
         ),
     )
     p.add_argument("study", metavar="STUDY")
@@ -35,6 +38,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 #: architecture columns (each family fills its own; the table shows those the front has)
 _ARCH_COLUMNS = ("groups", "cardinality", "base_width", "channels", "repeats", "shuffle", "kernel")
 _COLUMNS = (*_ARCH_COLUMNS, "stem", "family", "latency_backend", "arch_id")
+#: drift-aware latency (nas.drift): where the value came from, its probe, and the re-measure
+_LATENCY_COLUMNS = ("latency_source", "latency_raw_ms", "latency_probe", "latency_flagged", "latency_remeasured",
+                    "latency_first_ms", "latency_change")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,13 +79,19 @@ def run(args: argparse.Namespace) -> int:
                 raise UserError(f"cannot write {flag} ({e.__class__.__name__}: {e})") from None
             written.append(flag)
     fidelity = study.user_attrs.get("fidelity")
+    from nas.drift import flag_counts
+
+    flags = flag_counts(study)
     if args.json:
         import json
 
-        print(json.dumps({**_as_json(info, written), "fidelity": fidelity, "rung": df.attrs.get("rung")},
-                         indent=2, default=str))
+        print(json.dumps({**_as_json(info, written), "fidelity": fidelity, "rung": df.attrs.get("rung"),
+                          "latency_drift": flags}, indent=2, default=str))
         return 0
     _print(info, written)
+    line = drift_line(flags, study.user_attrs.get("experiment"))
+    if line:
+        print(line)
     if rung_label(df):
         print(rung_label(df, (study.user_attrs.get("experiment") or {}).get("train", {}).get("epochs")))
     from nas.fidelity import describe_summary
@@ -93,8 +105,8 @@ def run(args: argparse.Namespace) -> int:
 def _row_json(row, info) -> dict:  # noqa: ANN001
     import math
 
-    out = {"number": int(row["number"])}
-    for c in (*info.objectives, *_COLUMNS, "reference_preset", "arch"):
+    out = {"number": int(row["number"])}  # latency_ms: the re-measured value when there is one
+    for c in (*info.objectives, *_COLUMNS, *_LATENCY_COLUMNS, "reference_preset", "arch"):
         v = row.get(c)
         if isinstance(v, float) and math.isnan(v):
             v = None
@@ -146,12 +158,16 @@ def _print(info, written: list[str]) -> None:  # noqa: ANN001
     shown = [c for c in _ARCH_COLUMNS if c in info.front.columns and info.front[c].notna().any()]
     for c in shown:
         t.add_column(c)
+    lat = _latency_columns(info.front)
+    for c in lat:
+        t.add_column(_LATENCY_HEADERS[c], justify="right")
     for _, r in info.front.iterrows():
         knee = r["number"] == info.knee
         t.add_row(
             f"{r['number']}{' knee' if knee else ''}",
             *[_fmt(r[o], o) for o in info.objectives],
             *[_fmt(r.get(c), c) for c in shown],
+            *[_latency_cell(r, c) for c in lat],
             style="bold" if knee else None,
         )
     for _, r in info.references.iterrows():
@@ -159,6 +175,7 @@ def _print(info, written: list[str]) -> None:  # noqa: ANN001
             f"[dim]{r['reference_preset']}[/]",
             *[f"[dim]{_fmt(r[o], o)}[/]" for o in info.objectives],
             *[f"[dim]{_fmt(r.get(c), c)}[/]" for c in shown],
+            *[f"[dim]{_latency_cell(r, c)}[/]" for c in lat],
         )
     con.print(t)
     if info.front.empty:
@@ -174,3 +191,41 @@ def _print(info, written: list[str]) -> None:  # noqa: ANN001
         con.print(f"knee: trial {info.knee} (closest to the ideal point after scaling the front to [0, 1])")
     for w in written:
         con.print(f"wrote {w}")
+
+
+_LATENCY_HEADERS = {"latency_source": "latency", "latency_change": "first vs re-measured"}
+
+
+def _latency_columns(front) -> list[str]:  # noqa: ANN001 - DataFrame
+    """`latency` (measured / predicted / cached, flagged) when known; the first value's distance
+    from the re-measured one once the front was re-measured."""
+    cols = []
+    if "latency_source" in front.columns and front["latency_source"].notna().any():
+        cols.append("latency_source")
+    if "latency_remeasured" in front.columns and front["latency_remeasured"].fillna(False).astype(bool).any():
+        cols.append("latency_change")
+    return cols
+
+
+def _latency_cell(r, c: str) -> str:  # noqa: ANN001 - a frame row
+    import math
+
+    if c == "latency_source":
+        v = r.get("latency_source")
+        if not isinstance(v, str):
+            return "-"
+        return f"{v} FLAGGED" if r.get("latency_flagged") is True else v
+    v, first = r.get("latency_change"), r.get("latency_first_ms")
+    if not isinstance(v, float) or math.isnan(v):
+        return "-"
+    return f"{first:.3f} ({v:+.1%})"
+
+
+def drift_line(flags: dict[str, int], experiment: dict | None) -> str:
+    """One line on the study's latency drift: trials flagged, trials re-measured (empty without probes)."""
+    if not flags.get("probed") and not flags.get("remeasured"):
+        return ""
+    thr = ((experiment or {}).get("latency") or {}).get("drift", {}).get("flag_threshold", 0.05)
+    return (f"latency drift: {flags['flagged']} of {flags['probed']} measured trials flagged (speed probe moved more "
+            f"than {thr:.0%} from the study's baseline); {flags['remeasured']} trial(s) re-measured at the end "
+            "in one window (latency_ms is the re-measured value)")

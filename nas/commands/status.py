@@ -9,7 +9,8 @@ import json
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "status",
-        help="show a study's progress: trial counts by state, knee trial, best of each objective, ETA",
+        help="show a study's progress: trial counts by state, knee trial, best of each objective, flagged "
+             "latency trials, ETA",
         description="Show the state of study STUDY without changing it.",
     )
     p.add_argument("study", metavar="STUDY")
@@ -20,6 +21,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from nas.commands.pareto import drift_line
+    from nas.drift import flag_counts
     from nas.multifidelity import trials_per_rung
     from nas.optuna_backend import eta_text, redact, summarize
     from nas.progress import describe_best
@@ -32,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
     s = summarize(study, None, workers)
     d = {**s.to_dict(), "storage": redact(url), "objectives": study.metric_names,
          "backend": study.user_attrs.get("backend"), "knee": knee(study), "train_devices": train_devices(study),
-         "fidelity": study.user_attrs.get("fidelity"), "trials_per_rung": trials_per_rung(study)}
+         "fidelity": study.user_attrs.get("fidelity"), "trials_per_rung": trials_per_rung(study),
+         "latency_drift": flag_counts(study)}
     if args.json:
         print(json.dumps(d, indent=2))
         return 0
@@ -41,6 +45,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"trials: {s.done} of {s.target} done ({counts or 'none yet'})")
     if d["trials_per_rung"]:
         print("trials per rung (finished): " + ", ".join(f"rung {r}: {n}" for r, n in d["trials_per_rung"].items()))
+    line = drift_line(d["latency_drift"], exp)
+    if line:
+        print(line)
     if s.feasible_share is not None:
         print(f"feasible share (within budget): {s.feasible_share:.0%}")
     k = d["knee"]
