@@ -37,6 +37,8 @@ def _default_stopper(exp: Experiment) -> DominanceStopper:
 class _TrialReporter:
     def __init__(self, study: optuna.Study, trial: optuna.Trial, exp: Experiment, stopper: Any) -> None:
         self.study, self.trial, self.exp, self.stopper = study, trial, exp, stopper
+        # the paused trial this one continues (ASHA's later promotion), None for a new candidate
+        self.continues = trial.user_attrs.get("continues") if exp.fidelity is not None else None
 
     def report(self, epoch: int, accuracy: float, partial_values: dict[str, float]) -> bool:
         es = self.exp.early_stopping
