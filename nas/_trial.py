@@ -206,6 +206,12 @@ class TrialObjective:
         if ahead >= self.target:
             trial.set_user_attr("fail_reason", "not run: the trial target was reached by other workers")
             raise _Surplus()
+        paused = trial.user_attrs.get("continues") if self.exp.fidelity is not None else None
+        if paused is not None and any(  # two workers queued the same promotion at once: one trains it
+                t.user_attrs.get("continues") == paused and t.number < trial.number and t.state != TrialState.FAIL
+                for t in study.get_trials(deepcopy=False)):
+            trial.set_user_attr("fail_reason", f"not run: trial {paused} is continued by an earlier trial")
+            raise _Surplus()
         exp = self.exp
         try:
             arch = self.space.sample(trial, fits=exp.fits)

@@ -490,3 +490,25 @@ def test_next_promotion_scans_top_rung_down_and_promotes_once(tiny_yaml) -> None
     # rung 1 now holds 6 (F too): 3 promoted, A, then D (gone on), then E, dominated by D alone
     assert enqueue_promotion(study, exp) == 4
     assert next_promotion(study, exp) is None
+
+
+def test_a_promotion_queued_twice_trains_once(tiny_yaml) -> None:
+    """Two workers may queue the same paused trial's continuation at once: the later one is not run."""
+    import optuna
+    from optuna.trial import TrialState, create_trial
+
+    from nas._trial import TrialObjective
+    from nas.experiment import load_experiment
+
+    exp = load_experiment(tiny_yaml(extra="fidelity: {rungs: [1, 3], promote: 0.5}"))
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.add_trial(create_trial(state=TrialState.PRUNED, user_attrs={"rung": 1}))
+    study.add_trial(create_trial(state=TrialState.RUNNING, user_attrs={"continues": 0}))  # another worker's
+    study.enqueue_trial({}, user_attrs={"continues": 0})
+
+    def never(*a, **k):
+        raise AssertionError("a duplicate continuation must not train")
+
+    study.optimize(TrialObjective(exp, 10, evaluate_fn=never), n_trials=1, catch=(Exception,))
+    last = study.trials[-1]
+    assert last.state == TrialState.FAIL and last.user_attrs["fail_reason"] == "not run: trial 0 is continued by an earlier trial"
