@@ -10,7 +10,8 @@ trial), the script says whether any searched architecture of that sampler domina
 
   python bench/search_quality.py --cheap            # minutes: NASWOT score as the accuracy proxy
   python bench/search_quality.py --trials 20        # real proxy training (slow: every trial trains)
-  python bench/search_quality.py --time-budget 60 --samplers random,tpe,nsga2,mf   # equal CPU time
+  python bench/search_quality.py --time-budget 150 --samplers random,tpe,nsga2,mf --seeds 0,1,2
+      # equal CPU time: 12 runs of ~150 s, about 34 min on one core
 
 `--time-budget S` (training mode) gives every method the same wall time S per seed instead of
 the same trial count, and trains single-fidelity methods at the full budget (train.epochs x
