@@ -109,7 +109,7 @@ class RetryStale:
         depth = int(trial.system_attrs.get("retry_depth", 0)) + 1
         if depth > self.max_retry:
             return
-        keep = {k: v for k, v in trial.user_attrs.items() if k in ("reference_preset",)}
+        keep = {k: v for k, v in trial.user_attrs.items() if k in ("reference_preset", "continues")}
         study.add_trial(optuna.create_trial(
             state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
             user_attrs={**keep, "retry_of": trial.number},

@@ -37,6 +37,8 @@ def _default_stopper(exp: Experiment) -> DominanceStopper:
 class _TrialReporter:
     def __init__(self, study: optuna.Study, trial: optuna.Trial, exp: Experiment, stopper: Any) -> None:
         self.study, self.trial, self.exp, self.stopper = study, trial, exp, stopper
+        # the paused trial this one continues (ASHA's later promotion), None for a new candidate
+        self.continues = trial.user_attrs.get("continues") if exp.fidelity is not None else None
 
     def report(self, epoch: int, accuracy: float, partial_values: dict[str, float]) -> bool:
         es = self.exp.early_stopping
@@ -203,6 +205,12 @@ class TrialObjective:
         )
         if ahead >= self.target:
             trial.set_user_attr("fail_reason", "not run: the trial target was reached by other workers")
+            raise _Surplus()
+        paused = trial.user_attrs.get("continues") if self.exp.fidelity is not None else None
+        if paused is not None and any(  # two workers queued the same promotion at once: one trains it
+                t.user_attrs.get("continues") == paused and t.number < trial.number and t.state != TrialState.FAIL
+                for t in study.get_trials(deepcopy=False)):
+            trial.set_user_attr("fail_reason", f"not run: trial {paused} is continued by an earlier trial")
             raise _Surplus()
         exp = self.exp
         try:

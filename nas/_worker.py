@@ -80,6 +80,12 @@ def run_loop(study: optuna.Study, exp: Experiment, target: int, *, stop_at: floa
             continue
         if isinstance(objective, TrialObjective):
             objective.slack = target - done - c["RUNNING"]
+        if exp.fidelity is not None and not c["WAITING"]:  # ASHA: a paused trial now promotable goes first
+            from nas.multifidelity import enqueue_promotion
+
+            enqueue_promotion(study, exp)
+        if c["RUNNING"]:  # Optuna fails stale trials itself as a trial starts, without a reason: label them first
+            _fail_stale(study)
         finished: list[optuna.trial.FrozenTrial] = []
         study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=False,
                        callbacks=[lambda _s, t, acc=finished: acc.append(t), *(callbacks or [])])

@@ -29,7 +29,8 @@ class Reporter(Protocol):
         ...
 
     # with a `fidelity` section, a reporter may also define promote(rung, values) -> bool:
-    # called when the trial finishes a rung below the top; False stops it there (PRUNED)
+    # called when the trial finishes a rung below the top; False stops it there (PRUNED), and
+    # `continues` (a trial number or None): this trial continues that paused trial from its kept rungs
 
 
 class OverBudget(Exception):
@@ -328,8 +329,11 @@ def _train(ph: _Phases, arch: Arch, model: Any, proxy: Any, data: Any, reporter:
         from nas.multifidelity import RungCheckpoint, fingerprint, train_rungs
 
         ckpt = RungCheckpoint(rd, arch.arch_id, fingerprint(exp, arch.to_json()))
+        continues = getattr(reporter, "continues", None)
+        if continues is not None:
+            put("continues", int(continues))
         tr, stop_rung = train_rungs(model, data, exp, ckpt, report, getattr(reporter, "promote", None), put,
-                                    with_score)
+                                    with_score, continues=continues is not None)
         stopped = tr.epochs_run if stop_rung is not None else None
     acc = float(tr.accuracy)
     if not math.isfinite(acc):

@@ -4,9 +4,16 @@ Why our own rule: Optuna cannot prune multi-objective studies and Ray's ASHA ran
 metric, so neither can promote "the non-dominated third" of a rung. The rule here is a pure
 function of the objective vectors of the trials that finished a rung so far; a backend asks
 it when a trial finishes a rung, and the trial either trains on (same model) to the next
-rung or stops and is recorded PRUNED with the rung it reached. Like ASHA it never waits for
-a rung to fill: a trial is promoted when it lies in the top `promote` fraction of its rung's
-finished set at that moment, once the set holds at least `min_population` trials.
+rung or pauses: it is recorded PRUNED with the rung it reached and its rung weights are kept.
+Like ASHA (Li et al. 2020) it never waits for a rung to fill: a trial is promoted when it lies
+in the top `promote` fraction of its rung's finished set, once the set holds at least
+`min_population` trials -- either at the moment it finishes the rung, or later: whenever a
+worker looks for work it first asks `next_promotion`, top rung down, whether a paused trial
+is now in its rung's promoted fraction, and if so continues that architecture from its kept
+weights in a new trial (user attr "continues": the paused trial's number; its finished rungs
+are replayed, not retrained). Without that second path the first trials of a rung, judged
+against a tiny population, would hold the rung slots and later, better trials never get one.
+A rung's population counts each architecture once (its first trial that finished the rung).
 
 Order within a rung is NSGA-II's: non-dominated sorting (moocore), then crowding distance
 (larger first, boundary points infinite), then trial number (earlier first) so ties are
@@ -103,12 +110,30 @@ def promotes(number: int, vectors: Mapping[int, Sequence[float]], directions: Se
 
 # ------------------------------------------------------------------------------ storage adapters
 
+def arch_key(trial: Any) -> str:
+    """What makes two trials one candidate: the arch id (a trial without one is its own)."""
+    return str(trial.user_attrs.get("arch_id") or f"#{trial.number}")
+
+
+def first_per_arch(trials: Sequence[Any], rung: int) -> list[Any]:
+    """The trials that finished `rung`, one per architecture (the earliest): a continuation replays
+    its paused trial's rungs, and one architecture must not count twice in a rung or a front."""
+    seen: set[str] = set()
+    out = []
+    for t in sorted(trials, key=lambda t: t.number):
+        if isinstance(t.user_attrs.get(f"rung_{rung}"), dict) and arch_key(t) not in seen:
+            seen.add(arch_key(t))
+            out.append(t)
+    return out
+
+
 def rung_vectors(trials: Sequence[Any], rung: int, objective_names: Sequence[str]) -> dict[int, list[float]]:
-    """{trial number: objective vector at `rung`} for the trials whose user attrs hold "rung_<rung>"."""
+    """{trial number: objective vector at `rung`} for the trials whose user attrs hold "rung_<rung>",
+    one per architecture (`first_per_arch`)."""
     out: dict[int, list[float]] = {}
-    for t in trials:
-        rec = t.user_attrs.get(f"rung_{rung}")
-        if isinstance(rec, dict) and all(isinstance(rec.get(o), (int, float)) for o in objective_names):
+    for t in first_per_arch(trials, rung):
+        rec = t.user_attrs[f"rung_{rung}"]
+        if all(isinstance(rec.get(o), (int, float)) for o in objective_names):
             out[t.number] = [float(rec[o]) for o in objective_names]
     return out
 
@@ -126,9 +151,11 @@ def rung_population(study: optuna.Study, rung: int, objective_names: Sequence[st
 # ------------------------------------------------------------------------------ training by rungs
 
 class RungCheckpoint:
-    """The rungs one architecture has finished, kept on disk until its trial ends, so a trial killed
-    inside rung r is retried at rung r: the model is reloaded from rung r-1's weights (safetensors,
-    no pickle) and the earlier rungs' results are replayed, never re-trained.
+    """The rungs one architecture has finished, kept on disk until it finishes the top rung, so a
+    trial killed inside rung r is retried at rung r, and a paused trial promoted later continues
+    from its rung's weights: the model is reloaded from the last finished rung (safetensors, no
+    pickle) and the earlier rungs' results are replayed, never re-trained. A paused architecture
+    that is never promoted keeps its files (a resumed search with more trials may still promote it).
 
     Keyed by arch id under run_dir/rungs/, with a fingerprint of what shapes training (train, data,
     fidelity sections): a record written under another recipe is ignored.
@@ -193,13 +220,16 @@ def fingerprint(exp: Experiment, arch_json: str) -> str:
 
 def train_rungs(model: Any, data: Any, exp: Experiment, ckpt: RungCheckpoint, report: Callable[[int, float], bool],
                 decide: Callable[[int, dict[str, float]], bool] | None, put: Callable[[str, Any], None],
-                objective_values: Callable[[float], dict[str, float]]) -> tuple[Any, int | None]:
+                objective_values: Callable[[float], dict[str, float]],
+                continues: bool = False) -> tuple[Any, int | None]:
     """Train `model` rung by rung (each rung continues the same model for the extra epochs, with
     the experiment's recipe and a fresh schedule); after each rung but the last, record
     "rung_<r>" and ask `decide(r, values)` whether to go on. Returns (TrainResult over all
     epochs trained, the rung it stopped at or None when it finished the top rung).
 
     `report(epoch, acc)` gets global epoch numbers; `decide` None promotes everything.
+    `continues`: this trial continues a paused one (promoted later), so the kept rungs are
+    replayed and training goes on past the rung where it paused.
     """
     import dataclasses
 
@@ -216,6 +246,8 @@ def train_rungs(model: Any, data: Any, exp: Experiment, ckpt: RungCheckpoint, re
         put("rung", r)
     if records:
         put("rungs_resumed", len(records))
+        if continues:
+            records[-1]["promoted"] = True
     stopped = None if not records or records[-1]["promoted"] else len(records)
     for r in range(len(records) + 1, len(rungs) + 1) if stopped is None else ():
         offset = rungs[r - 2] * base.epochs if r > 1 else 0
@@ -230,11 +262,12 @@ def train_rungs(model: Any, data: Any, exp: Experiment, ckpt: RungCheckpoint, re
                         "seconds": last.seconds})
         if r == len(rungs):
             break
+        ckpt.save(model, records)  # promoted: a killed retry resumes here; paused: a later promotion does
         if not promoted:
             stopped = r
             break
-        ckpt.save(model, records)
-    ckpt.clear()
+    if stopped is None:
+        ckpt.clear()
     history = [(int(e), float(a)) for rec in records for e, a in rec["history"]]
     steps = [len(rec["history"]) for rec in records]
     return TrainResult(
@@ -245,21 +278,66 @@ def train_rungs(model: Any, data: Any, exp: Experiment, ckpt: RungCheckpoint, re
     ), stopped
 
 
-def decide(study: optuna.Study, exp: Experiment, number: int, rung: int, values: Mapping[str, float]) -> bool:
-    """Promote trial `number` past `rung`? Its rung set is what the study holds now plus its own
-    `values` (its attrs may not be written yet). Shared by both backends, so they promote alike."""
+def decide(study: optuna.Study, exp: Experiment, number: int, rung: int, values: Mapping[str, float],
+           arch_id: str | None = None) -> bool:
+    """Promote trial `number` past `rung` now? Its rung set is what the study holds now plus its own
+    `values` (its attrs may not be written yet), with its architecture counted once (`arch_id`,
+    else read from the trial). Shared by both backends, so they promote alike."""
     from objectives.scores import OBJECTIVES
 
     if exp.fidelity is None:
         return True
-    me = [t for t in study.get_trials(deepcopy=False) if t.number == number]
+    trials = study.get_trials(deepcopy=False)
+    me = [t for t in trials if t.number == number]
     if me and me[0].user_attrs.get("reference_preset"):
         return True  # a paper preset trains to the top rung: the reference point of the top rung's front
+    arch_id = arch_id or (me[0].user_attrs.get("arch_id") if me else None)
+    same = {t.number for t in trials if arch_id is not None and t.user_attrs.get("arch_id") == arch_id}
     names = list(exp.objectives)
-    population = rung_population(study, rung, names)
+    population = {k: v for k, v in rung_population(study, rung, names).items() if k not in same}
     population[number] = [float(values[o]) for o in names]
     return promotes(number, population, [OBJECTIVES[o].direction for o in names], exp.fidelity.promote,
                     exp.fidelity.population)
+
+
+def next_promotion(study: optuna.Study, exp: Experiment) -> Any | None:
+    """ASHA's first question when a worker looks for work: the paused trial to continue, or None.
+
+    Top rung down, the rung's promoted fraction (the rule of `decide`: same order, same ties) is
+    scanned best first for a trial that paused there (PRUNED at that rung) whose architecture
+    has not reached the next rung and that no trial continues yet (waiting, running, finished
+    or failed: a promotion is made once).
+    """
+    from optuna.trial import TrialState
+
+    from objectives.scores import OBJECTIVES
+
+    if exp.fidelity is None:
+        return None
+    trials = study.get_trials(deepcopy=False)
+    by_number = {t.number: t for t in trials}
+    continued = {t.user_attrs.get("continues") for t in trials}
+    names = list(exp.objectives)
+    dirs = [OBJECTIVES[o].direction for o in names]
+    for r in range(len(exp.fidelity.rungs) - 1, 0, -1):
+        further = {arch_key(t) for t in trials if t.state != TrialState.FAIL and f"rung_{r + 1}" in t.user_attrs}
+        population = rung_population(study, r, names)
+        for k in select_promoted(population, dirs, exp.fidelity.promote, exp.fidelity.population):
+            t = by_number[k]
+            if (t.state == TrialState.PRUNED and t.user_attrs.get("rung") == r and k not in continued
+                    and arch_key(t) not in further):
+                return t
+    return None
+
+
+def enqueue_promotion(study: optuna.Study, exp: Experiment) -> int | None:
+    """Queue the continuation of `next_promotion`'s trial (same params; the next ask takes it);
+    returns the paused trial's number, or None when no paused trial is promotable."""
+    t = next_promotion(study, exp)
+    if t is None:
+        return None
+    study.enqueue_trial(t.params, user_attrs={"continues": t.number})
+    return int(t.number)
 
 
 # ------------------------------------------------------------------------------ reading a study by rung
@@ -273,15 +351,12 @@ def study_rungs(study: optuna.Study) -> list[int]:
 
 
 def trials_per_rung(study: optuna.Study) -> dict[int, int]:
-    """{rung: trials that finished it} (a trial counts at every rung it finished; FAIL trials left out)."""
+    """{rung: architectures that finished it} (one counts at every rung it finished, once however many
+    trials (a paused one and its continuation) hold the rung; FAIL trials left out)."""
     from optuna.trial import TrialState
 
-    out = dict.fromkeys(range(1, len(study_rungs(study)) + 1), 0)
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)):
-        for r in out:
-            if isinstance(t.user_attrs.get(f"rung_{r}"), dict):
-                out[r] += 1
-    return out
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))
+    return {r: len(first_per_arch(trials, r)) for r in range(1, len(study_rungs(study)) + 1)}
 
 
 def at_rung(df: pd.DataFrame, study: optuna.Study, rung: int | None = None) -> pd.DataFrame:
@@ -304,8 +379,8 @@ def at_rung(df: pd.DataFrame, study: optuna.Study, rung: int | None = None) -> p
     if not 1 <= r <= len(rungs):
         raise UserError(f"argument --rung: must be 1..{len(rungs)} (the study's rungs {rungs}), got {r}")
     names = list(df.attrs.get("objectives") or [])
-    at = {t.number: t.user_attrs[f"rung_{r}"] for t in study.get_trials(deepcopy=False)
-          if isinstance(t.user_attrs.get(f"rung_{r}"), dict) and t.state.name != "FAIL"}
+    at = {t.number: t.user_attrs[f"rung_{r}"] for t in first_per_arch(
+        [t for t in study.get_trials(deepcopy=False) if t.state.name != "FAIL"], r)}
     out = df.copy()
     out.insert(2, "search_state", out["state"])
     reached = out["number"].isin(list(at))

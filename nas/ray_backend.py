@@ -95,7 +95,10 @@ class _SpaceFn:
             self._exp = Experiment.model_validate_json(self.exp_json)
             self._space = self._exp.build_space()
         arch = self._space.sample(trial, fits=self._exp.fits)
-        return {"arch": arch.to_json(), "trial_number": int(trial.number)}
+        out = {"arch": arch.to_json(), "trial_number": int(trial.number)}
+        if self._exp.fidelity is not None:  # an ASHA continuation of a paused trial (enqueued by suggest)
+            out["continues"] = trial.user_attrs.get("continues")
+        return out
 
 
 _MISSING = object()
@@ -110,9 +113,22 @@ def _attrs(result: dict[str, Any]) -> dict[str, Any]:
 class StudySearch(OptunaSearch):
     """OptunaSearch that records the study contract: explicit states, user attrs, per-epoch accuracy."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, experiment: Experiment | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._written: dict[str, dict[str, Any]] = {}
+        self._exp = experiment
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        """ASHA as in the Optuna backend's loop: before a new candidate, queue the continuation of a
+        paused trial that is now in its rung's promoted fraction (the next ask takes it)."""
+        if self._exp is not None and self._exp.fidelity is not None and trial_id not in self._ot_trials:
+            from optuna.trial import TrialState
+
+            from nas.multifidelity import enqueue_promotion
+
+            if not self._ot_study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                enqueue_promotion(self._ot_study, self._exp)
+        return super().suggest(trial_id)
 
     def _write_attrs(self, trial_id: str, attrs: dict[str, Any]) -> None:
         ot_trial = self._ot_trials.get(trial_id)
@@ -213,8 +229,9 @@ def _worker_study(url: str, name: str) -> optuna.Study:
 class _RayReporter:
     """Per-epoch `tune.report`, then the dominance test against the study's earlier trials."""
 
-    def __init__(self, exp: Experiment, number: int, attrs: dict[str, Any]) -> None:
+    def __init__(self, exp: Experiment, number: int, attrs: dict[str, Any], continues: int | None = None) -> None:
         self.exp, self.number, self.attrs = exp, number, attrs
+        self.continues = continues  # the paused trial this one continues (ASHA), None for a new candidate
         self.stopper: Any = None
         self.warned = False
         if exp.early_stopping.enabled:
@@ -260,7 +277,7 @@ class _RayReporter:
                      "epoch_accuracy": float(values["accuracy"]), "attrs_json": json.dumps(self.attrs)})
         try:
             return decide(_worker_study(self.exp.storage_url, self.exp.study_name), self.exp, self.number, rung,
-                          values)
+                          values, arch_id=self.attrs.get("arch_id"))
         except Exception as e:  # e.g. a SQLite file on another node: train on, don't guess
             logging.getLogger("nas.search").warning("rung %d: promoted, cannot read the study (%s)", rung, e)
             return True
@@ -291,7 +308,8 @@ def _trainable(config: dict[str, Any], exp_json: str = "") -> None:
         arch = Arch.from_json(config["arch"])
         limit = exp.search.trial_timeout_s
         deadline = time.monotonic() + limit if limit else None
-        res = evaluate(arch, exp, _RayReporter(exp, int(config["trial_number"]), attrs), run_dir=exp.run_dir,
+        reporter = _RayReporter(exp, int(config["trial_number"]), attrs, config.get("continues"))
+        res = evaluate(arch, exp, reporter, run_dir=exp.run_dir,
                        on_attr=attrs.__setitem__, deadline=deadline)
     except OverBudget as e:
         state, reason = "PRUNED", e.reason
@@ -418,7 +436,7 @@ def run_ray_search(experiment: Experiment, *, ray_address: str | None = None, re
             searcher = StudySearch(
                 space=_SpaceFn(exp_json), metric=list(exp.objectives),
                 mode=[_MODE[d] for d in directions(list(exp.objectives))], sampler=make_sampler(exp),
-                study_name=exp.study_name, storage=_driver_storage(exp.storage_url),
+                study_name=exp.study_name, storage=_driver_storage(exp.storage_url), experiment=exp,
             )
             tuner = tune.Tuner(
                 trainable,

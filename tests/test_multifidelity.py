@@ -121,20 +121,46 @@ def test_decide_reads_the_rung_from_the_study(tiny_yaml) -> None:
 
 # ------------------------------------------------------------------------------ the trial flow
 
-def _replay_promotions(trials, names, directions, promote, population, n_rungs):
-    """What the rule says, trial by trial in the order trials finished each rung."""
-    from nas.multifidelity import rung_vectors
+def _simulate_asha(trials, names, directions, promote, population, n_rungs):
+    """Sequential ASHA with one worker, replayed from the rung results the study holds (an
+    architecture reaches the same result at a rung whichever trial trains it): before each trial,
+    continue the best promotable paused trial, top rung down, else take the next new candidate;
+    a trial trains rung by rung while it is in its rung's promoted fraction at that moment.
+    Returns [(trial number, arch id, highest rung, paused trial it continues or None)]."""
+    from nas.multifidelity import select_promoted
 
-    expected: dict[int, int] = {}
-    for t in sorted(trials, key=lambda t: t.number):
-        top = 1
-        for r in range(1, n_rungs):
-            earlier = rung_vectors([u for u in trials if u.number <= t.number], r, names)
-            if t.number not in earlier or not promotes(t.number, earlier, directions, promote, population):
+    vec = {}
+    for t in trials:
+        for r in range(1, n_rungs + 1):
+            if f"rung_{r}" in t.user_attrs:
+                vec.setdefault(t.user_attrs["arch_id"], {})[r] = [t.user_attrs[f"rung_{r}"][o] for o in names]
+    new = [t.user_attrs["arch_id"] for t in sorted(trials, key=lambda t: t.number) if "continues" not in t.user_attrs]
+    pops = {r: {} for r in range(1, n_rungs + 1)}  # rung -> {number: vector}, one number per arch
+    owner = {r: {} for r in range(1, n_rungs + 2)}  # rung -> {arch: number}
+    paused, continued, out = {}, set(), []
+    for number in range(len(trials)):
+        job = None
+        for r in range(n_rungs - 1, 0, -1):
+            for k in select_promoted(pops[r], directions, promote, population):
+                if paused.get(k, (None, 0))[1] == r and k not in continued and paused[k][0] not in owner[r + 1]:
+                    job = (k, paused[k][0], r + 1)
+                    break
+            if job:
                 break
-            top = r + 1
-        expected[t.number] = top
-    return expected
+        k, arch, start = job or (None, new.pop(0), 1)
+        continued.add(k)
+        top = start - 1
+        for r in range(start, n_rungs + 1):
+            pop = {m: v for m, v in pops[r].items() if m != owner[r].get(arch)}
+            pop[number] = vec[arch][r]
+            owner[r].setdefault(arch, number)
+            pops[r][owner[r][arch]] = vec[arch][r]
+            top = r
+            if r < n_rungs and not promotes(number, pop, directions, promote, population):
+                paused[number] = (arch, r)
+                break
+        out.append((number, arch, top, k))
+    return out
 
 
 def test_optuna_search_promotes_by_the_rule_prunes_the_rest_and_reads_by_rung(tmp_path, tiny_yaml, capsys) -> None:
@@ -150,10 +176,10 @@ def test_optuna_search_promotes_by_the_rule_prunes_the_rest_and_reads_by_rung(tm
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
     trials = [t for t in study.get_trials() if "rung_1" in t.user_attrs]
     assert len(trials) == 6  # the tiny space fits the budget: all trained
-    expected = _replay_promotions(trials, ["accuracy", "mmacs"], ACC_MMACS, 0.5, 2, 3)
-    got = {t.number: t.user_attrs["rung"] for t in trials}
-    assert got == expected
-    assert set(got.values()) >= {1, 3}  # some stopped at rung 1, some reached the top
+    got = [(t.number, t.user_attrs["arch_id"], t.user_attrs["rung"], t.user_attrs.get("continues")) for t in trials]
+    assert got == _simulate_asha(trials, ["accuracy", "mmacs"], ACC_MMACS, 0.5, 2, 3)
+    assert {g[2] for g in got} >= {1, 3}  # some stopped at rung 1, some reached the top
+    assert any(g[3] is not None for g in got)  # a paused trial was promoted later (ASHA)
     for t in trials:
         top = t.user_attrs["rung"]
         assert t.state == (TrialState.COMPLETE if top == 3 else TrialState.PRUNED)
@@ -162,8 +188,18 @@ def test_optuna_search_promotes_by_the_rule_prunes_the_rest_and_reads_by_rung(tm
         assert t.user_attrs["rung_1"]["accuracy"] == pytest.approx(t.user_attrs["acc_epoch_1"])
         if top == 3:
             assert t.values[0] == pytest.approx(t.user_attrs["rung_3"]["accuracy"])
-    assert not list((tmp_path / "run" / "rungs").glob("*"))  # rung checkpoints cleared when trials end
-    # pareto, status and export read one rung at a time (default: the top rung)
+        if "continues" in t.user_attrs:  # the paused trial's rungs replayed from its kept weights, not retrained
+            paused = study.trials[t.user_attrs["continues"]]
+            assert t.user_attrs["rungs_resumed"] == paused.user_attrs["rung"] and t.params == paused.params
+            for r in range(1, paused.user_attrs["rung"] + 1):
+                assert t.user_attrs[f"rung_{r}"] == paused.user_attrs[f"rung_{r}"]
+    # rung checkpoints are cleared when an architecture finishes the top rung; paused ones are kept
+    best = {}
+    for t in trials:
+        best[t.user_attrs["arch_id"]] = max(best.get(t.user_attrs["arch_id"], 0), t.user_attrs["rung"])
+    kept = {p.name.split(".")[0] for p in (tmp_path / "run" / "rungs").glob("*")}
+    assert kept == {a for a, r in best.items() if r < 3}
+    # pareto, status and export read one rung at a time (default: the top rung), one row per architecture
     db = f"sqlite:///{tmp_path / 'run' / 'study.db'}"
     top = {t.number: t.user_attrs["rung"] for t in study.get_trials() if "rung" in t.user_attrs}
     at1 = {t.number: t.user_attrs["rung_1"] for t in study.get_trials() if "rung_1" in t.user_attrs}
@@ -175,7 +211,7 @@ def test_optuna_search_promotes_by_the_rule_prunes_the_rest_and_reads_by_rung(tm
     assert p3["front"] and all(top[r["number"]] == 3 for r in p3["front"])
     assert main(["pareto", "tiny", "--storage", db, "--json", "--rung", "1"]) == 0
     p1 = json.loads(capsys.readouterr().out)
-    assert p1["rung"] == 1 and p1["n_complete"] == 6  # every trial finished rung 1, compared at rung 1 only
+    assert p1["rung"] == 1 and p1["n_complete"] == len(best)  # every arch finished rung 1, counted once
     for r in p1["front"]:
         assert r["accuracy"] == pytest.approx(at1[r["number"]]["accuracy"])
     assert main(["pareto", "tiny", "--storage", db]) == 0
@@ -186,7 +222,7 @@ def test_optuna_search_promotes_by_the_rule_prunes_the_rest_and_reads_by_rung(tm
 
     assert main(["status", "tiny", "--storage", db, "--json"]) == 0
     per = json.loads(capsys.readouterr().out)["trials_per_rung"]
-    assert per == {str(r): sum(v >= r for v in top.values()) for r in (1, 2, 3)}
+    assert per == {str(r): sum(v >= r for v in best.values()) for r in (1, 2, 3)}
 
     out = tmp_path / "exp"
     assert main(["export", "tiny", "--storage", db, "--pick", "max-accuracy", "--out", str(out), "--json",
@@ -248,8 +284,16 @@ def test_sigkill_inside_rung_2_then_resume_keeps_rung_1(tmp_path, tiny_yaml, hel
     assert retry.user_attrs["rungs_resumed"] == 1  # rung 1 replayed from the checkpoint, not retrained
     assert retry.user_attrs["rung_1"] == inside.user_attrs["rung_1"]
     assert retry.user_attrs["rung"] >= 2 and retry.state in (TrialState.COMPLETE, TrialState.PRUNED)
-    assert sum("rungs_resumed" in t.user_attrs for t in after) == 1
-    assert not list((tmp_path / "run" / "rungs").glob("*"))
+    # only the retry and ASHA's continuations (which replay their paused trial's rungs) replay
+    assert {t.number for t in after if "rungs_resumed" in t.user_attrs} == {retry.number} | {
+        t.number for t in after if "continues" in t.user_attrs and t.state != TrialState.FAIL}
+    reached: dict[str, int] = {}
+    for t in after:
+        if t.state != TrialState.FAIL:
+            reached[t.user_attrs["arch_id"]] = max(reached.get(t.user_attrs["arch_id"], 0), t.user_attrs["rung"])
+    # kept rung weights: exactly the paused architectures that never went further
+    assert {p.name.split(".")[0] for p in (tmp_path / "run" / "rungs").glob("*")} == {
+        a for a, r in reached.items() if r < 3}
 
     # the resumed rungs equal an uninterrupted search of the same experiment
     g = tmp_path / "clean"
@@ -258,9 +302,11 @@ def test_sigkill_inside_rung_2_then_resume_keeps_rung_1(tmp_path, tiny_yaml, hel
     clean_yaml.write_text(f.read_text().replace(str(tmp_path / "run"), str(g / "run")))
     assert main(["search", str(clean_yaml), "--no-progress"]) == 0
     clean = optuna.load_study(study_name="tiny", storage=f"sqlite:///{g / 'run' / 'study.db'}").get_trials()
-    (same,) = [t for t in clean if t.user_attrs.get("arch_id") == retry.user_attrs["arch_id"]
-               and "rung_2" in t.user_attrs]
-    for k in range(1, retry.user_attrs["rung"] + 1):
+    # (the furthest trial of that architecture: a continuation replays its paused trial's rungs)
+    same = max((t for t in clean if t.user_attrs.get("arch_id") == retry.user_attrs["arch_id"]
+                and t.state != TrialState.FAIL), key=lambda t: t.user_attrs["rung"])
+    assert same.user_attrs["rung"] >= 2  # both trained rung 2 (the killed run promoted it, like the clean one)
+    for k in range(1, min(retry.user_attrs["rung"], same.user_attrs["rung"]) + 1):
         assert retry.user_attrs[f"rung_{k}"]["accuracy"] == pytest.approx(same.user_attrs[f"rung_{k}"]["accuracy"])
 
 
@@ -313,3 +359,156 @@ def test_default_rung_is_the_highest_a_search_trial_reached() -> None:
     assert list(df["state"]) == ["COMPLETE", "COMPLETE"] and list(df["search_state"]) == ["COMPLETE", "PRUNED"]
     assert list(df["accuracy"]) == [0.5, 0.5]  # the preset too is read at rung 1, never at its own top
     assert at_rung(trials_frame(study), study, 2).attrs["rung"] == 2
+
+
+# ------------------------------------------------------------------------------ ASHA: pause, promote later, continue
+
+def test_paused_trial_continues_from_its_kept_rung_without_retraining(tmp_path, tiny_yaml, monkeypatch) -> None:
+    """Not promoted at rung 1: the weights and record are kept. A continuation loads them, replays
+    rung 1's record (train_proxy is not called for it) and trains only rung 2's extra epochs from
+    the kept weights; a sampled duplicate of the paused arch replays and stops without training."""
+    import torch
+    from torch import nn
+
+    import objectives.accuracy as acc
+    from nas.experiment import load_experiment
+    from nas.multifidelity import RungCheckpoint, train_rungs
+    from objectives.accuracy import TrainResult
+
+    exp = load_experiment(tiny_yaml(extra="fidelity: {rungs: [1, 3], promote: 0.5}"))
+    calls: list[tuple[int, torch.Tensor]] = []
+
+    def fake_train(model, data, cfg, report):  # one "epoch" adds 1 to every weight
+        calls.append((cfg.epochs, model.weight.detach().clone()))
+        with torch.no_grad():
+            model.weight += cfg.epochs
+        acc_ = float(model.weight.detach().mean()) / 10
+        for e in range(1, cfg.epochs + 1):
+            report(e, acc_)
+        return TrainResult(accuracy=acc_, best_accuracy=acc_, epochs_run=cfg.epochs, seconds=0.1,
+                           images_per_second=1.0, history=[(e, acc_) for e in range(1, cfg.epochs + 1)],
+                           stopped_early=False, mean_train_loss=1.0)
+
+    monkeypatch.setattr(acc, "train_proxy", fake_train)
+
+    def run(continues: bool, promote: bool) -> tuple[dict, int | None, nn.Linear]:
+        model = nn.Linear(2, 2, bias=False)
+        nn.init.zeros_(model.weight)
+        attrs: dict = {}
+        tr, stopped = train_rungs(model, None, exp, RungCheckpoint(tmp_path, "arch", "fp"), lambda e, a: False,
+                                  lambda r, v: promote, attrs.__setitem__, lambda a: {"accuracy": a, "mmacs": 1.0},
+                                  continues=continues)
+        return attrs, stopped, model
+
+    paused, stopped, _ = run(continues=False, promote=False)
+    assert stopped == 1 and paused["rung"] == 1 and [c[0] for c in calls] == [1]
+    assert sorted(p.name for p in tmp_path.joinpath("rungs").iterdir()) == ["arch.json", "arch.r1.safetensors"]
+
+    calls.clear()
+    dup, stopped, _ = run(continues=False, promote=True)  # the sampler drew the paused arch again
+    assert stopped == 1 and calls == [] and dup["rung_1"] == paused["rung_1"] and dup["rungs_resumed"] == 1
+
+    cont, stopped, model = run(continues=True, promote=False)
+    assert stopped is None and cont["rungs_resumed"] == 1 and cont["rung"] == 2
+    assert cont["rung_1"] == paused["rung_1"]  # replayed, not recomputed
+    (only,) = calls  # rung 2 alone trained: 3 - 1 extra epochs, from rung 1's kept weights (all ones)
+    assert only[0] == 2 and torch.equal(only[1], torch.ones(2, 2)) and torch.equal(model.weight, torch.full((2, 2), 3.0))
+    assert cont["acc_epoch_1"] == paused["rung_1"]["accuracy"]  # rung 1's history replayed into this trial
+    assert not list(tmp_path.joinpath("rungs").iterdir())  # the top rung finished: checkpoint cleared
+
+
+def _study_with(rows):
+    import optuna
+    from optuna.distributions import IntDistribution
+    from optuna.trial import TrialState, create_trial
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for state, attrs in rows:
+        vals = [attrs[f"rung_{attrs['rung']}"]["accuracy"], attrs[f"rung_{attrs['rung']}"]["mmacs"]] \
+            if state == TrialState.COMPLETE else None
+        study.add_trial(create_trial(state=state, values=vals, user_attrs=attrs, params={"x": len(study.trials)},
+                                     distributions={"x": IntDistribution(0, 100)}))
+    return study
+
+
+def test_one_architecture_counts_once_per_rung(tiny_yaml) -> None:
+    """A paused trial and its continuation both hold rung 1 (replayed): the rung's population,
+    trials per rung, the rung-1 front and the promotion question count the architecture once."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from nas.experiment import load_experiment
+    from nas.multifidelity import at_rung, decide, rung_population, trials_per_rung
+    from nas.results import trials_frame
+
+    exp = load_experiment(tiny_yaml(extra="fidelity: {rungs: [1, 3], promote: 0.5, min_population: 2}"))
+    a1, b1 = {"accuracy": 0.8, "mmacs": 1.0}, {"accuracy": 0.3, "mmacs": 2.0}
+    study = _study_with([
+        (TrialState.PRUNED, {"arch_id": "A", "rung": 1, "rung_1": a1}),
+        (TrialState.PRUNED, {"arch_id": "B", "rung": 1, "rung_1": b1}),
+        (TrialState.COMPLETE, {"arch_id": "A", "rung": 2, "rung_1": a1, "rung_2": {"accuracy": 0.9, "mmacs": 1.0},
+                               "continues": 0}),
+    ])
+    study.set_user_attr("experiment", {"fidelity": {"rungs": [1, 3]}})
+    study.set_user_attr("objectives", ["accuracy", "mmacs"])
+    assert rung_population(study, 1, ["accuracy", "mmacs"]) == {0: [0.8, 1.0], 1: [0.3, 2.0]}
+    assert trials_per_rung(study) == {1: 2, 2: 1}
+    df = at_rung(trials_frame(study), study, 1)
+    assert list(df["state"]) == ["COMPLETE", "COMPLETE", "OTHER_RUNG"] and df["accuracy"].notna().sum() == 2
+    # a later duplicate of B asking at rung 1: B's earlier record is not a second competitor
+    study.add_trial(optuna.trial.create_trial(state=TrialState.RUNNING, user_attrs={"arch_id": "B"}))
+    assert not decide(study, exp, 3, 1, {"accuracy": 0.5, "mmacs": 3.0})  # {0: A, 3: B'}: A promoted
+    assert decide(study, exp, 3, 1, {"accuracy": 0.85, "mmacs": 0.9})  # would tie 2 v 1 if B counted twice
+
+
+def test_next_promotion_scans_top_rung_down_and_promotes_once(tiny_yaml) -> None:
+    from optuna.trial import TrialState
+
+    from nas.experiment import load_experiment
+    from nas.multifidelity import enqueue_promotion, next_promotion
+
+    exp = load_experiment(tiny_yaml(extra="fidelity: {rungs: [1, 2, 4], promote: 0.5, min_population: 2}"))
+    r = lambda a, m: {"accuracy": a, "mmacs": m}  # noqa: E731
+    study = _study_with([
+        (TrialState.PRUNED, {"arch_id": "A", "rung": 1, "rung_1": r(0.9, 1.0)}),   # 0: promotable at rung 1
+        (TrialState.PRUNED, {"arch_id": "B", "rung": 1, "rung_1": r(0.2, 5.0)}),   # 1
+        (TrialState.PRUNED, {"arch_id": "C", "rung": 1, "rung_1": r(0.1, 6.0)}),   # 2
+        (TrialState.PRUNED, {"arch_id": "D", "rung": 2, "rung_1": r(0.3, 4.0), "rung_2": r(0.6, 4.0)}),  # 3
+        (TrialState.PRUNED, {"arch_id": "E", "rung": 1, "rung_1": r(0.25, 4.5)}),  # 4
+    ])
+    # rung 2 holds D alone (below min_population): nothing there; rung 1 of 5 promotes 2: A, then D (gone on)
+    assert next_promotion(study, exp).number == 0
+    study.add_trial(__import__("optuna").trial.create_trial(
+        state=TrialState.PRUNED, user_attrs={"arch_id": "F", "rung": 2, "rung_1": r(0.05, 9.0),
+                                             "rung_2": r(0.1, 9.0)}))  # 5: rung 2 now has 2 -> D promoted there
+    assert next_promotion(study, exp).number == 3  # the top rung first
+    assert enqueue_promotion(study, exp) == 3
+    (waiting,) = study.get_trials(states=(TrialState.WAITING,))
+    assert waiting.user_attrs == {"continues": 3} and waiting.system_attrs["fixed_params"] == study.trials[3].params
+    assert next_promotion(study, exp).number == 0  # D is being continued: once only
+    assert enqueue_promotion(study, exp) == 0
+    # rung 1 now holds 6 (F too): 3 promoted, A, then D (gone on), then E, dominated by D alone
+    assert enqueue_promotion(study, exp) == 4
+    assert next_promotion(study, exp) is None
+
+
+def test_a_promotion_queued_twice_trains_once(tiny_yaml) -> None:
+    """Two workers may queue the same paused trial's continuation at once: the later one is not run."""
+    import optuna
+    from optuna.trial import TrialState, create_trial
+
+    from nas._trial import TrialObjective
+    from nas.experiment import load_experiment
+
+    exp = load_experiment(tiny_yaml(extra="fidelity: {rungs: [1, 3], promote: 0.5}"))
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.add_trial(create_trial(state=TrialState.PRUNED, user_attrs={"rung": 1}))
+    study.add_trial(create_trial(state=TrialState.RUNNING, user_attrs={"continues": 0}))  # another worker's
+    study.enqueue_trial({}, user_attrs={"continues": 0})
+
+    def never(*a, **k):
+        raise AssertionError("a duplicate continuation must not train")
+
+    study.optimize(TrialObjective(exp, 10, evaluate_fn=never), n_trials=1, catch=(Exception,))
+    last = study.trials[-1]
+    assert last.state == TrialState.FAIL and last.user_attrs["fail_reason"] == "not run: trial 0 is continued by an earlier trial"
