@@ -187,7 +187,9 @@ def test_sigkill_three_times_then_resume_to_completion(tmp_path: Path, held_sear
     """Each run completes one trial, then is SIGKILLed inside the next one, after its first epoch
     (a hook holds it there: the kill point is the same however busy the machine is)."""
     n = 6
-    f = experiment(tmp_path, data={"train_size": 600}, train={"epochs": 2}, search={"n_trials": n})
+    # max_retry above the kill count: under load the kill may land in a retry of a retry, and the
+    # assertion below is that every killed trial is queued again (the cap: test_retry_stale_queues_until_the_cap)
+    f = experiment(tmp_path, data={"train_size": 600}, train={"epochs": 2}, search={"n_trials": n, "max_retry": 5})
     url = f"sqlite:///{tmp_path / 'study.db'}"
     complete: dict[int, list[float]] = {}
     for attempt in range(3):
@@ -220,3 +222,24 @@ def test_sigkill_three_times_then_resume_to_completion(tmp_path: Path, held_sear
         t.user_attrs.get("fail_reason") for t in killed]
     retried = {t.user_attrs.get("retry_of") for t in trials} - {None}
     assert {t.number for t in killed} <= retried, "every killed trial is queued again"
+
+
+def test_retry_stale_queues_until_the_cap_then_stops() -> None:
+    """A killed trial is queued again with `retry_of`; a retry at the cap is not queued again."""
+    import optuna
+
+    from nas._study import RetryStale
+
+    study = optuna.create_study()
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    study.add_trial(optuna.create_trial(state=TrialState.FAIL, params={"x": 0.5}, distributions=dist))
+    dead = study.get_trials()[-1]
+    RetryStale(max_retry=2)(study, dead)
+    retry = study.get_trials(states=(TrialState.WAITING,))
+    assert len(retry) == 1 and retry[0].params == {"x": 0.5} and retry[0].user_attrs["retry_of"] == dead.number
+    assert retry[0].system_attrs["retry_depth"] == 1
+    at_cap = optuna.create_trial(state=TrialState.FAIL, params={"x": 0.5}, distributions=dist,
+                                 system_attrs={"retry_depth": 2})
+    study.add_trial(at_cap)
+    RetryStale(max_retry=2)(study, study.get_trials()[-1])
+    assert len(study.get_trials(states=(TrialState.WAITING,))) == 1, "a retry at the cap must not be queued again"
