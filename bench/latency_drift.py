@@ -1,6 +1,6 @@
 """Latency under drift: 5 architectures in a normal and in a slowed window, naive vs interleaved.
 
-    python bench/latency_drift.py [--quick] [--json] [--input 3x224x224] [--pairs 8] [--block-s 0.125]
+    python bench/latency_drift.py [--quick] [--json] [--input 3x224x224] [--pairs 48] [--block-s 0.02]
 
 The measuring process is pinned to one core (os.sched_setaffinity); the slowed window starts a
 busy process pinned to the SAME core, which takes about half of its CPU. Per architecture, in

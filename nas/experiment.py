@@ -131,7 +131,7 @@ class DriftSection(_Strict):
     reference: str | list[str] | None = None  # preset(s); default: the family's references
     normalise: bool = True
     flag_threshold: float = Field(0.05, gt=0, lt=1)
-    pairs: int = Field(24, ge=2, le=10_000)
+    pairs: int = Field(48, ge=2, le=10_000)
     block_s: float | None = Field(None, gt=0, le=60)
     min_runs: int = Field(3, ge=1, le=1000)  # timed runs per block at least
 

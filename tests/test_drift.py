@@ -27,7 +27,7 @@ SHAPE = (3, 32, 32)
 #: 2-core host does not decide the outcome while a probe that cannot see the slow-down still fails
 THRESHOLD = 0.3
 #: normalised slowed/quiet within this (bench/latency_drift.py: within 0.95-1.05 at 3x224x224 with
-#: 24 pairs of 40 ms blocks; here, 8 pairs of 20 ms at 3x32x32: 1.00-1.07 in 6 runs while the raw time
+#: 48 pairs of 20 ms blocks; here, 8 pairs of 20 ms at 3x32x32: 1.00-1.07 in 6 runs while the raw time
 #: moved x2.2-2.5)
 TOLERANCE = 0.15
 

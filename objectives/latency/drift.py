@@ -29,24 +29,32 @@ from typing import Any, Protocol
 from .base import LatencyResult, check_input_shape, device_label, summarize
 
 #: default reference networks per search-space family: members with the family's operators
-#: (grouped 1x1, depthwise, shuffle) on a ladder of about 2-3x in MACs over its range. A candidate
-#: is compared with the one nearest in MACs, because contention slows networks of different sizes
-#: differently (cache refills per time slice); bench/latency_drift.py showed a candidate twice its
-#: reference's size drifting 10-15% where a size-matched one stayed within 5%.
+#: (grouped 1x1, depthwise, shuffle) on a grid of sizes (MACs about 2-4x apart) and group counts. A
+#: candidate is compared with the nearest in MACs and groups (`nearest_reference`), because
+#: contention slows networks of different sizes and group counts differently (cache refills per time
+#: slice; grouped, shuffle-heavy networks more): in bench/latency_drift.py a g8 candidate against a
+#: g3 reference of its size drifted 6-7% where a reference of its own group count held it within 5%.
 DEFAULT_REFERENCES: dict[str, tuple[str, ...]] = {
-    "shufflenet_v1": ("shufflenet_v1_g8_x0_25", "shufflenet_v1_g3_x0_5", "shufflenet_v1_g3_x0_75",
-                      "shufflenet_v1_g8_x1_0", "shufflenet_v1_g3_x1_5", "shufflenet_v1_g8_x2_0"),
+    "shufflenet_v1": ("shufflenet_v1_g3_x0_25", "shufflenet_v1_g8_x0_25", "shufflenet_v1_g1_x0_5",
+                      "shufflenet_v1_g3_x0_5", "shufflenet_v1_g8_x0_5", "shufflenet_v1_g1_x1_0",
+                      "shufflenet_v1_g3_x1_0", "shufflenet_v1_g8_x1_0", "shufflenet_v1_g3_x1_5",
+                      "shufflenet_v1_g1_x2_0", "shufflenet_v1_g8_x2_0"),
     "shufflenet_v2": ("shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "shufflenet_v2_x1_5", "shufflenet_v2_x2_0"),
     "resnext": ("resnext50_32x4d",),
 }
+
+#: weight of one doubling of the group count against one e-fold of MACs in `nearest_reference`
+GROUPS_WEIGHT = 0.5
 
 
 @dataclass(frozen=True)
 class DriftConfig:
     """`pairs` A/B pairs of `block_s`-second blocks; flagged when |probe - 1| > `flag_threshold`."""
 
-    block_s: float = 0.04
-    pairs: int = 24
+    # bench/latency_drift.py: 48 pairs of 20 ms held 5 architectures within 0.98-1.02 under a halved
+    # CPU share; 24 pairs of 40 ms left one at 0.94-1.07
+    block_s: float = 0.02
+    pairs: int = 48
     flag_threshold: float = 0.05
     min_runs: int = 3  # per block: one run of a large network is at the mercy of one time slice
 
@@ -188,17 +196,27 @@ def reference_arch(name: str, input_shape: tuple[int, int, int], classes: int) -
     return preset(name).with_io(in_channels=input_shape[0], num_classes=classes, small_input=False)
 
 
+def log2_groups(arch: Any) -> float:
+    """Mean log2 of the stages' group counts (0 for a family without grouped stages)."""
+    import math
+
+    groups = [int(getattr(st, "groups", 1) or 1) for st in getattr(arch, "stages", ())]
+    return sum(math.log2(g) for g in groups) / len(groups) if groups else 0.0
+
+
 def nearest_reference(arch: Any, names: list[str] | tuple[str, ...], input_shape: tuple[int, int, int]) -> str:
-    """The reference whose MACs at the input are nearest the candidate's (log scale; first on a tie)."""
+    """The reference nearest the candidate: |ln MACs ratio| + GROUPS_WEIGHT x |log2 groups ratio|
+    at the input (first on a tie)."""
     import math
 
     from objectives.flops import analytic_macs
 
     hw = input_shape[1:]
-    m = math.log(max(analytic_macs(arch, hw), 1.0))
+    m, g = math.log(max(analytic_macs(arch, hw), 1.0)), log2_groups(arch)
 
     def distance(name: str) -> float:
-        return abs(math.log(max(analytic_macs(reference_arch(name, input_shape, arch.num_classes), hw), 1.0)) - m)
+        ref = reference_arch(name, input_shape, arch.num_classes)
+        return abs(math.log(max(analytic_macs(ref, hw), 1.0)) - m) + GROUPS_WEIGHT * abs(log2_groups(ref) - g)
 
     return min(names, key=distance)
 
