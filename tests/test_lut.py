@@ -4,6 +4,7 @@ the CLI, an experiment using it, and the device agent's profiling mode over loop
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -188,7 +189,11 @@ def test_agent_profiling_mode_over_loopback(agent_url: str, tmp_path: Path) -> N
     prof = r.extra["profile"]
     assert prof["runs"] == 3 and len(prof["run_us"]) == 3 and not prof["truncated"]
     local = profile_onnx(onnx, SHAPE, runs=1, skip=0)
-    assert [n["name"] for n in prof["nodes"]] == [n["name"] for n in local["nodes"]]
+    # ONNX Runtime numbers the layout nodes it inserts per session ("ReorderOutput_token_10"): compare without
+    def names(p: dict) -> list[str]:
+        return [re.sub(r"_token_\d+$", "", n["name"]) for n in p["nodes"]]
+
+    assert names(prof) == names(local)
     assert [k.key for k, _ in kernels_of(prof)] == [k.key for k in detect_kernels(arch, SHAPE)]
     assert all(n["us"] > 0 for n in prof["nodes"] if n["op"].endswith("Conv"))
     dev = RemoteDevice(agent_url, token="tok")
