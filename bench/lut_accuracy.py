@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--min-time", type=float, default=None,
                     help="minimum timed seconds per held-out arch, the ground truth (default 1.0; quick 0.2)")
     ap.add_argument("--build-min-time", type=float, default=0.3, help="minimum timed seconds per build network")
-    ap.add_argument("--profile-runs", type=int, default=10, help="profiled runs per build network")
+    ap.add_argument("--profile-runs", type=int, default=None, help="profiled runs per build network (default: the "
+                    "predictor's PROFILE_RUNS)")
     ap.add_argument("--clock", default="cpu", choices=("wall", "cpu"),
                     help="cpu (default): process CPU time of the 1-thread run, what an idle core takes, "
                          "repeatable on a shared host; wall: wall time, slices lost to other processes included")
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     from nas.common import parse_input
     from objectives.latency.api import get_backend
     from objectives.latency.base import MeasureConfig
-    from objectives.latency.predictor import build_predictor, random_archs, validate_predictor
+    from objectives.latency.predictor import PROFILE_RUNS, build_predictor, random_archs, validate_predictor
     from search_spaces import ShuffleNetV1Space
     from search_spaces.shufflenet_v1 import GROUPS, KERNELS, PLACEMENTS
 
@@ -90,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     pred = build_predictor(space, shape, build_backend, archs=n_build, seed=args.seed,
+                           profile_runs=args.profile_runs or PROFILE_RUNS,
                            exclude={a.arch_id for a in held}, after_each=measure_truth,
                            progress=lambda i, k, why: log(f"  build {i}/{k} ({why})") if i % 10 == 0 or i == k else None)
     measure_truth(n_build)

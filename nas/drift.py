@@ -3,7 +3,7 @@
 The protocol itself (interleaved blocks, ratio, probe) is objectives/latency/drift.py; this module
 ties it to a study:
 - each reference network's baseline time is measured once and kept in the study's user attrs
-  (`latency_baseline:<preset>`; the first writer wins, so every worker and every resumed run
+  (`latency_baseline:<preset>@<device>`; the first writer wins, so every worker and every resumed run
   normalises with the same value);
 - a trial's latency objective is ratio x baseline, its probe (reference now / baseline) is
   recorded and the trial flagged beyond `latency.drift.flag_threshold`;
@@ -63,12 +63,14 @@ def _ref_arch(exp: Experiment, name: str) -> Any:
 
 
 def drop_defaults(latency: dict[str, Any]) -> dict[str, Any]:
-    """The latency section without drift options left at their defaults (a study's identity)."""
-    from nas.experiment import DriftSection
-
+    """The latency section as a study's identity: `drift` only where it takes effect (an enabled
+    section with a backend that interleaves), so a study made before the option (no `drift`, plain
+    medians) never continues with interleaved values beside its plain ones; `remeasure_front`
+    only when off."""
     out = dict(latency)
-    if out.get("drift") in (None, DriftSection().model_dump(mode="json")):
-        out.pop("drift", None)
+    drift = out.pop("drift", None)
+    if isinstance(drift, dict) and drift.get("enabled") and out.get("backend") in INTERLEAVED_BACKENDS:
+        out["drift"] = drift
     if out.get("remeasure_front", True) is True:
         out.pop("remeasure_front", None)
     return out
@@ -103,19 +105,20 @@ _LOCAL: dict[tuple[str, str, str], float] = {}
 
 
 def baseline(exp: Experiment, backend: Any, name: str, study: optuna.Study | None = None) -> float:
-    """The reference's baseline time (ms) of this study: stored once, first writer wins."""
-    key = BASELINE + name
+    """The reference's baseline time (ms) of this study on this device: stored once, first writer wins
+    (keyed by device too, so two devices of one study never overwrite each other's baseline)."""
     fp = str(backend.device_info()["fingerprint"])
+    key = f"{BASELINE}{name}@{fp}"
     local = (exp.storage_url, exp.study_name, f"{name}@{fp}")
     if local in _LOCAL:
         return _LOCAL[local]
     study = study or _study(exp.storage_url, exp.study_name)
     stored = _stored(study, key, fp)
     if stored is None:
-        from objectives.latency.drift import LocalBlocks, blocks_for, export, reference_time
+        from objectives.latency.drift import blocks_for, export, reference_time
 
         shape = exp.deploy.shape
-        blocks = blocks_for(backend) if backend.name in INTERLEAVED_BACKENDS else LocalBlocks(backend.threads)
+        blocks = blocks_for(backend)  # only interleaving backends get here (measure_trial, _measuring_backend)
         ms = reference_time(blocks, blocks.load(export(_ref_arch(exp, name), shape, backend), shape),
                             drift_config(exp))
         if study is not None:
@@ -207,7 +210,12 @@ def remeasure_front(study: optuna.Study, exp: Experiment, *, max_rounds: int = 3
         if not todo:
             break
         t0 = time.perf_counter()
-        done = _measure_window(exp, backend, todo, study)
+        try:
+            done = _measure_window(exp, backend, todo, study)
+        except Exception as e:  # the search's trials are all kept; only this second look is missing
+            log.warning("front not re-measured (%s: %s); run the search again to re-measure it (only what is "
+                        "missing is measured)", type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+            break
         merged = {**remeasured(study), **done}
         study.set_user_attr(REMEASURED, merged)
         total += len(done)
@@ -225,10 +233,7 @@ def _to_remeasure(study: optuna.Study, exp: Experiment) -> dict[int, Any]:
     if df.empty or "latency_ms" not in df.columns:
         return {}
     have = remeasured(study)
-    try:
-        front = set(int(n) for n in pareto_info(df).front["number"])
-    except ValueError:
-        front = set()
+    front = {int(n) for n in pareto_info(df).front["number"]}
     complete = df[df["state"] == "COMPLETE"]
     flags = complete["latency_flagged"] if "latency_flagged" in complete.columns else []
     flagged = {int(n) for n, f in zip(complete["number"], flags, strict=False) if f is True}

@@ -384,6 +384,9 @@ class Experiment(_Strict):
             dep["input"] = dep.pop("input_text", None) or "x".join(str(v) for v in dep["input"])
         dep.pop("input_text", None)
         d["deploy"] = dep
+        lat = d.get("latency")
+        if isinstance(lat, dict) and "drift" not in lat:  # made before drift-aware latency: it measured plainly
+            d["latency"] = {**lat, "drift": {"enabled": False}}
         return cls.model_validate(d)
 
 

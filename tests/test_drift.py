@@ -311,3 +311,24 @@ def test_a_predicted_latency_is_recorded_as_predicted_and_remeasured_with_onnx_r
     assert _measuring_backend(remote).name == "remote"
     torch_exp = validate_experiment({**base, "latency": {"backend": "torch"}}, "test")
     assert _measuring_backend(torch_exp) is None  # torch times are not ONNX Runtime's: not re-measured
+
+
+def test_a_study_made_before_drift_never_continues_with_interleaved_values() -> None:
+    """Its stored experiment has no `latency.drift`: `resume` keeps measuring plainly, and a rerun of a
+    YAML with the (enabled) default is refused as another experiment instead of mixing protocols."""
+    from nas._study import identity
+    from nas.experiment import Experiment, validate_experiment
+
+    raw = {"name": "old", "budget": {"max_mmacs": 40}, "objectives": ["mmacs", "latency_ms"],
+           "latency": {"backend": "onnxruntime"}}
+    new = validate_experiment(raw, "test")
+    assert new.latency.drift.enabled  # the default interleaves
+    stored = new.to_dict()
+    del stored["latency"]["drift"]  # as a study created before the option stored it
+    assert identity(stored) != identity(new.to_dict())
+    resumed = Experiment.from_stored(stored)
+    assert resumed.latency.drift.enabled is False
+    assert identity(resumed.to_dict()) == identity(stored)
+    # the same section without interleaving (predictor, none) is the same experiment either way
+    plain = validate_experiment({**raw, "objectives": ["mmacs"], "latency": {"backend": "none"}}, "test").to_dict()
+    assert identity({**plain, "latency": {k: v for k, v in plain["latency"].items() if k != "drift"}}) == identity(plain)

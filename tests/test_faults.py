@@ -232,11 +232,14 @@ def test_retry_stale_queues_until_the_cap_then_stops() -> None:
 
     study = optuna.create_study()
     dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
-    study.add_trial(optuna.create_trial(state=TrialState.FAIL, params={"x": 0.5}, distributions=dist))
+    study.add_trial(optuna.create_trial(state=TrialState.FAIL, params={"x": 0.5}, distributions=dist,
+                                        user_attrs={"continues": 3, "fail_reason": "worker lost"}))
     dead = study.get_trials()[-1]
     RetryStale(max_retry=2)(study, dead)
     retry = study.get_trials(states=(TrialState.WAITING,))
     assert len(retry) == 1 and retry[0].params == {"x": 0.5} and retry[0].user_attrs["retry_of"] == dead.number
+    # an ASHA continuation's retry still continues; the dead trial's reason is not copied over
+    assert retry[0].user_attrs.get("continues") == 3 and "fail_reason" not in retry[0].user_attrs
     assert retry[0].system_attrs["retry_depth"] == 1
     at_cap = optuna.create_trial(state=TrialState.FAIL, params={"x": 0.5}, distributions=dist,
                                  system_attrs={"retry_depth": 2})

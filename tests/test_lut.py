@@ -131,6 +131,14 @@ def test_predictor_of_another_device_is_refused_in_one_line(built: tuple[Predict
     assert main(["latency", "shufflenet_v1_g3_x0_25", "--backend", "predictor", "--table", str(old)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "old per-part lookup table" in err and "rebuild" in err
+    broken = json.loads(path.read_text())
+    del broken["calibration"]["a"]  # a hand-edited file
+    bad = tmp_path / "broken.json"
+    bad.write_text(json.dumps(broken))
+    assert main(["latency", "shufflenet_v1_g3_x0_25", "--backend", "predictor", "--table", str(bad),
+                 "--input", "3x32x32"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "malformed predictor" in err and str(bad) in err
 
 
 def test_cli_build_and_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

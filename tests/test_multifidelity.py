@@ -458,7 +458,11 @@ def test_one_architecture_counts_once_per_rung(tiny_yaml) -> None:
     # a later duplicate of B asking at rung 1: B's earlier record is not a second competitor
     study.add_trial(optuna.trial.create_trial(state=TrialState.RUNNING, user_attrs={"arch_id": "B"}))
     assert not decide(study, exp, 3, 1, {"accuracy": 0.5, "mmacs": 3.0})  # {0: A, 3: B'}: A promoted
-    assert decide(study, exp, 3, 1, {"accuracy": 0.85, "mmacs": 0.9})  # would tie 2 v 1 if B counted twice
+    assert decide(study, exp, 3, 1, {"accuracy": 0.85, "mmacs": 0.9})
+    # binding: with min_population 3, B counted once leaves 2 finished architectures (nothing promoted);
+    # counted twice it would make 3 and promote the best of them, this dominating point
+    exp3 = load_experiment(tiny_yaml(extra="fidelity: {rungs: [1, 3], promote: 0.5, min_population: 3}"))
+    assert not decide(study, exp3, 3, 1, {"accuracy": 0.85, "mmacs": 0.9})
 
 
 def test_next_promotion_scans_top_rung_down_and_promotes_once(tiny_yaml) -> None:

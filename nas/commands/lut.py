@@ -177,10 +177,8 @@ def run_build(args: argparse.Namespace) -> int:
         if i == n or i % 10 == 0:
             print(f"  {i}/{n} ({why})", file=sys.stderr)
 
-    try:
-        from objectives.latency.remote import DeviceUnreachable
-    except ImportError:
-        DeviceUnreachable = ConnectionError  # type: ignore[misc,assignment]  # noqa: N806
+    from objectives.latency.remote import DeviceRejected, DeviceUnreachable
+
     try:
         pred = build_predictor(
             space, shape, backend, archs=archs, initial=args.initial, batch=batch, profile_runs=runs,
@@ -189,6 +187,8 @@ def run_build(args: argparse.Namespace) -> int:
         )
     except DeviceUnreachable as e:
         raise SystemExit(f"shufflenas lut: error: {e}") from None
+    except (DeviceRejected, RuntimeError) as e:  # a wrong token, an agent without profile mode
+        raise UserError(f"argument --device: {args.device}: {str(e).splitlines()[0]}") from None
     pred.save(args.out)
     d = pred.data
     summary = {

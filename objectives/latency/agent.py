@@ -75,6 +75,8 @@ _MAX_INPUT_ELEMENTS = 1 << 26
 _MAX_OUTPUT_VALUES = 4096
 _MAX_PROFILE_RUNS = 100
 _MAX_PROFILE_NODES = 20000  # per run; a reply stays bounded whatever graph was sent
+_MAX_PROFILE_BYTES = 256 * 1024 * 1024  # a trace file read back whole; refused above
+_MAX_NAME_CHARS = 200  # node and op names come from the sent model
 _MAX_NODE_TENSORS = 64  # shapes reported per node input/output list
 _PROFILE_SKIP_RUNS = 2  # the first runs of a session allocate; their kernel times are not kept
 
@@ -572,7 +574,9 @@ def run_benchmark(model_bytes: bytes, settings: BenchmarkSettings, info: dict | 
             total_s = time.perf_counter() - start
             profile = None
             if settings.profile:
-                profile = profile_model(model_bytes, settings.threads, feeds, settings.profile, workdir)
+                left = max(0.0, settings.max_time_s - (time.perf_counter() - start))
+                profile = profile_model(model_bytes, settings.threads, feeds, settings.profile, workdir,
+                                        max_time_s=left)
         finally:
             os.chdir(old_cwd)
 
@@ -627,14 +631,17 @@ def session_options(threads: int, profile_prefix: str | None = None):
     return opts
 
 
-def profile_model(model_bytes: bytes, threads: int, feeds: dict, runs: int, workdir: str, skip: int | None = None) -> dict:
+def profile_model(model_bytes: bytes, threads: int, feeds: dict, runs: int, workdir: str, skip: int | None = None,
+                  max_time_s: float | None = None) -> dict:
     """Run the model ``skip + runs`` times under ONNX Runtime's profiler; per-node kernel times.
 
     The profiler reports the nodes of the OPTIMISED graph (fused kernels, layout
     conversions), i.e. what really runs. Returns ``{"runs": n, "run_us": [...] (model_run
     per kept run), "nodes": [{"name", "op", "in", "out", "us", "median_us"}] in execution order,
     "truncated": bool}``; shapes are lists of dims (float tensors and int64 shape inputs).
-    The trace file is written in ``workdir`` and removed.
+    The trace file is written in ``workdir`` and removed. Bounded like a benchmark: the runs stop
+    at ``max_time_s`` (after at least one kept run; "truncated" says so) and a trace over
+    _MAX_PROFILE_BYTES is refused before it is read.
     """
     import onnxruntime as ort
 
@@ -642,17 +649,25 @@ def profile_model(model_bytes: bytes, threads: int, feeds: dict, runs: int, work
     opts = session_options(threads, os.path.join(workdir, "shufflenas-profile"))
     try:
         session = ort.InferenceSession(model_bytes, sess_options=opts, providers=["CPUExecutionProvider"])
-        for _ in range(skip + runs):
+        start, cut = time.perf_counter(), False
+        for i in range(skip + runs):
             session.run(None, feeds)
+            if max_time_s is not None and i >= skip and time.perf_counter() - start >= max_time_s:
+                cut = i + 1 < skip + runs
+                break
     except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
         raise BadRequest(f"onnxruntime could not profile the model: {_short(exc)}") from None
     path = session.end_profiling()
     try:
+        if os.path.getsize(path) > _MAX_PROFILE_BYTES:
+            raise BadRequest(f"profile trace over {_MAX_PROFILE_BYTES} bytes: ask for fewer profile runs")
         with open(path, encoding="utf-8") as f:
             events = json.load(f)
     finally:
         os.unlink(path)
-    return summarize_profile(events, skip)
+    out = summarize_profile(events, skip)
+    out["truncated"] = bool(out.get("truncated")) or cut
+    return out
 
 
 def summarize_profile(events: list, skip: int = 0) -> dict:
@@ -679,8 +694,8 @@ def summarize_profile(events: list, skip: int = 0) -> dict:
                 continue
             args = e.get("args") or {}
             meta[name] = {
-                "name": name,
-                "op": str(args.get("op_name", "")),
+                "name": name[:_MAX_NAME_CHARS],
+                "op": str(args.get("op_name", ""))[:_MAX_NAME_CHARS],
                 "in": [_shape_of(t) for t in (args.get("input_type_shape") or [])[:_MAX_NODE_TENSORS]],
                 "out": [_shape_of(t) for t in (args.get("output_type_shape") or [])[:_MAX_NODE_TENSORS]],
             }

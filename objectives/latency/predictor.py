@@ -24,6 +24,7 @@ fingerprint and the runtime version it was measured with.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -286,13 +287,16 @@ class Predictor:
                 raise ValueError(f"{source}: missing key {key!r}")
         self.data = data
         self.source = source
-        self.kernels: dict[str, dict[str, Any]] = data["kernels"]
-        self.input_shape: tuple[int, int, int] = tuple(data["input"])  # type: ignore[assignment]
-        self.device: str = str(data["device"])
-        self.threads: int = int(data.get("threads", 1))
-        cal = data["calibration"]
-        self.a, self.b, self.c = float(cal["a"]), float(cal["b"]), float(cal["c"])
-        self._models = self._fit_kinds()
+        try:  # a hand-edited or truncated file: one line, never a traceback
+            self.kernels: dict[str, dict[str, Any]] = dict(data["kernels"])
+            self.input_shape: tuple[int, int, int] = tuple(int(v) for v in data["input"])  # type: ignore[assignment]
+            self.device: str = str(data["device"])
+            self.threads: int = int(data.get("threads", 1))
+            cal = data["calibration"]
+            self.a, self.b, self.c = float(cal["a"]), float(cal["b"]), float(cal["c"])
+            self._models = self._fit_kinds()
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            raise ValueError(f"{source}: malformed predictor ({type(e).__name__}: {e})") from None
 
     # -- io ----------------------------------------------------------------------------
     @classmethod
@@ -311,8 +315,8 @@ class Predictor:
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.data, indent=1, sort_keys=True))
 
-    @property
-    def table_hash(self) -> str:
+    @functools.cached_property
+    def table_hash(self) -> str:  # once: every prediction's runtime() names it
         return hashlib.sha256(json.dumps(self.data["kernels"], sort_keys=True).encode()).hexdigest()[:12]
 
     def check_device(self, fingerprint: str, runtime: dict[str, str], where: str) -> None:
