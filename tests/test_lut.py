@@ -214,3 +214,26 @@ def test_agent_profiling_mode_over_loopback(agent_url: str, tmp_path: Path) -> N
                            archs=2, initial=2, profile_runs=2, pool=10, device_url=agent_url)
     assert pred.data["backend"] == "remote" and pred.data["device_url"] == agent_url
     assert pred.device == remote.device_info()["fingerprint"] and pred.data["measurements"] == 2
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["build", "--groups", "5", "--count"], "groups"),
+        (["build", "--widths", "a,b", "--count"], "--widths"),
+        (["build", "--repeats", "x", "--count"], "--repeats"),
+        (["build", "--space-file", "/nonexistent.json", "--count"], "--space-file"),
+        (["build", "--groups", "3"], "--out"),
+        (["build", "--archs", "1601", "--out", "x.json"], "--archs"),
+        (["build", "--archs", "10", "--initial", "11", "--out", "x.json"], "--initial"),
+        (["build", "--profile-runs", "0", "--out", "x.json"], "--profile-runs"),
+        (["build", "--batch", "0", "--out", "x.json"], "--batch"),
+        (["build", "--min-time", "99", "--out", "x.json"], "--min-time"),
+        (["validate", "/nonexistent/t.json"], "no such file"),
+    ],
+)
+def test_cli_lut_bad_input(argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Bad arguments: exit 2 and one line naming the argument, before anything is measured."""
+    assert main(["lut", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err, err
