@@ -60,13 +60,17 @@ def run_loop(study: optuna.Study, exp: Experiment, target: int, *, stop_at: floa
     max_fail = exp.search.max_failures or 5
     consecutive = 0
     last_reason = ""
+    grace = getattr(study._storage, "grace_period", None) or getattr(
+        getattr(study._storage, "_backend", None), "grace_period", None) or 10
+    stale_every = max(0.5, float(grace) / 2)
+    next_stale_check = 0.0
     while True:
         if stop_at is not None and time.time() >= stop_at:
             log.info("search timeout reached; stopping after the running trials")
             return
-        # before every trial (or wait): Optuna fails stale trials itself as a trial starts, without
-        # our reason and retry, so they are labelled here first; one query per trial or half second
-        _fail_stale(study)
+        if time.monotonic() >= next_stale_check:  # a heartbeat check per grace/2 is enough
+            _fail_stale(study)
+            next_stale_check = time.monotonic() + stale_every
         c = count_states(study)
         done = c["COMPLETE"] + c["PRUNED"]
         if done >= target:
@@ -80,6 +84,8 @@ def run_loop(study: optuna.Study, exp: Experiment, target: int, *, stop_at: floa
             from nas.multifidelity import enqueue_promotion
 
             enqueue_promotion(study, exp)
+        if c["RUNNING"]:  # Optuna fails stale trials itself as a trial starts, without a reason: label them first
+            _fail_stale(study)
         finished: list[optuna.trial.FrozenTrial] = []
         study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=False,
                        callbacks=[lambda _s, t, acc=finished: acc.append(t), *(callbacks or [])])
