@@ -70,10 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from nas.common import parse_input
+    from nas.cli.args import parse_input
     from objectives.latency.base import MeasureConfig
     from objectives.latency.drift import (
-        DEFAULT_REFERENCES,
         DriftConfig,
         LocalBlocks,
         export,
@@ -82,13 +81,13 @@ def main(argv: list[str] | None = None) -> int:
         reference_time,
     )
     from objectives.latency.ort_backend import OrtBackend
-    from search_spaces import preset
+    from search_spaces import get_family, preset
 
     shape = parse_input(args.input)
     names = QUICK_ARCHS if args.quick else ARCHS
     d = DriftConfig()
     cfg = DriftConfig(block_s=args.block_s or d.block_s, pairs=args.pairs or (d.pairs * 2 // 3 if args.quick else d.pairs))
-    ref_names = args.reference or list(DEFAULT_REFERENCES["shufflenet_v1"])
+    ref_names = args.reference or list(get_family("shufflenet_v1").LATENCY_REFERENCES)
     core = max(os.sched_getaffinity(0))
     os.sched_setaffinity(0, {core})
     archs = [preset(n).with_io(in_channels=shape[0], num_classes=1000, small_input=False) for n in names]

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def worker(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(ROOT))
-    from nas.common import load_arch, parse_input
+    from nas.cli.args import load_arch, parse_input
     from objectives.latency.api import get_backend
     from objectives.latency.base import MeasureConfig
 

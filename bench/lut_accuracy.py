@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
 
-    from nas.common import parse_input
+    from nas.cli.args import parse_input
     from objectives.latency.api import get_backend
     from objectives.latency.base import MeasureConfig
     from objectives.latency.predictor import PROFILE_RUNS, build_predictor, random_archs, validate_predictor

@@ -37,9 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print JSON on stdout")
     args = ap.parse_args(argv)
 
+    from nas.analysis.fidelity_run import run_fidelity
     from nas.experiment import load_experiment
-    from nas.fidelity import run_fidelity
-    from objectives.fidelity import load_reference
+    from objectives.ranking import load_reference
 
     exp = load_experiment(args.experiment)
     ref = load_reference(args.reference)

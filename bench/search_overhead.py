@@ -30,8 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     import optuna
     from optuna.trial import TrialState
 
+    from nas.backends.optuna_search import run_optuna_search
     from nas.experiment import validate_experiment
-    from nas.optuna_backend import run_optuna_search
 
     with tempfile.TemporaryDirectory(prefix="shufflenas-bench-") as tmp:
         exp = validate_experiment({

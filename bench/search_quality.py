@@ -1,6 +1,6 @@
 """Search quality: hypervolume of TPE and NSGA-II against random search, and presets dominated.
 
-For each sampler and seed, the real Optuna backend (nas.optuna_backend.run_optuna_search:
+For each sampler and seed, the real Optuna backend (nas.backends.optuna_search.run_optuna_search:
 budget-aware sampling, constraints, the study contract) runs the same number of trials
 under the same budget; the hypervolume of each study's COMPLETE trials is computed with a
 reference point shared by all runs (MMACs: the budget; accuracy: the worst value seen in
@@ -54,7 +54,7 @@ BASE: dict[str, Any] = {
 def _naswot(proxy_json: str, data_key: tuple) -> float:
     import torch
 
-    from nas.evaluate import proxy_data
+    from nas.pipeline.evaluate import proxy_data
     from objectives.zero_cost import arch_zero_cost
     from search_spaces import Arch
 
@@ -71,7 +71,7 @@ _EXP: dict[tuple, Any] = {}
 def cheap_evaluate(arch: Any, exp: Any, reporter: Any = None, *, run_dir: Any = None, on_attr: Any = None,
                    deadline: Any = None) -> Any:
     """evaluate() with the NASWOT score in place of trained accuracy (same gate, same attrs)."""
-    from nas.evaluate import EvalResult, OverBudget, constraint_values, proxy_data
+    from nas.pipeline.evaluate import EvalResult, OverBudget, constraint_values, proxy_data
     from objectives.flops import analytic_macs, analytic_params
 
     attrs: dict[str, Any] = {}
@@ -115,9 +115,10 @@ TIMED: dict[str, Any] = {
 
 def run_one(base: dict[str, Any], sampler: str, seed: int, trials: int, workdir: Path, cheap: bool,
             time_budget: float | None = None) -> Any:
+    from nas.analysis.frame import trials_frame
+    from nas.backends.optuna_search import TrialObjective, run_optuna_search
     from nas.experiment import validate_experiment
-    from nas.optuna_backend import TrialObjective, run_optuna_search
-    from nas.results import open_study, trials_frame
+    from nas.storage import open_study
 
     name = f"{sampler}_s{seed}"
     base = copy.deepcopy(base)  # overrides write into nested sections: never into the caller's
@@ -138,7 +139,7 @@ def run_one(base: dict[str, Any], sampler: str, seed: int, trials: int, workdir:
     study = open_study(name, exp.storage_url)
     frame = trials_frame(study)
     if time_budget is not None:  # evidence that the cheap rung ranks: its accuracy against chance
-        from nas.multifidelity import first_per_arch, trials_per_rung
+        from nas.schedulers.rungs import first_per_arch, trials_per_rung
 
         trials = [t for t in study.get_trials(deepcopy=False) if t.state.name != "FAIL"]
         first = [float(t.user_attrs["rung_1"]["accuracy"]) for t in first_per_arch(trials, 1)] if exp.fidelity else \
@@ -165,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     import optuna
     import pandas as pd
 
-    from nas.pareto import dominates, feasible_trials, hypervolume, reference_trials
+    from nas.analysis.front import dominates, feasible_trials, hypervolume, reference_trials
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     base = dict(BASE)

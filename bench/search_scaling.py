@@ -51,11 +51,11 @@ def run_once(backend: str, trials: int, workers: int) -> tuple[float, float]:
         exp = tiny_experiment(tmp, trials, workers, backend)
         t0 = time.perf_counter()
         if backend == "optuna":
-            from nas.optuna_backend import run_optuna_search
+            from nas.backends.optuna_search import run_optuna_search
 
             run_optuna_search(exp, show_progress=False)
         else:
-            from nas.ray_backend import run_ray_search
+            from nas.backends.ray_search import run_ray_search
 
             run_ray_search(exp)
         wall = time.perf_counter() - t0
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     for b in backends:
         if b == "ray":
             try:
-                import nas.ray_backend  # noqa: F401
+                import nas.backends.ray_search  # noqa: F401
             except ImportError as e:
                 print(f"ray backend not available ({e}); skipped", file=sys.stderr)
                 continue

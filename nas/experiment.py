@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from nas.common import UserError
+from nas.errors import UserError
 
 OBJECTIVE_NAMES = ("accuracy", "mmacs", "latency_ms", "params", "score", "naswot")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -38,7 +38,7 @@ class DeployConfig(_Strict):
     @field_validator("input")
     @classmethod
     def _shape(cls, v: str) -> str:
-        from nas.common import parse_input
+        from nas.inputs import parse_input
 
         try:
             parse_input(v)
@@ -48,7 +48,7 @@ class DeployConfig(_Strict):
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        from nas.common import parse_input
+        from nas.inputs import parse_input
 
         return parse_input(self.input)
 
@@ -120,7 +120,7 @@ class TrainSection(_Strict):
 
 
 class DriftSection(_Strict):
-    """Drift-aware latency (nas.drift): each candidate timed interleaved with a reference network.
+    """Drift-aware latency (nas.timing): each candidate timed interleaved with a reference network.
 
     The objective is ratio x the study's baseline reference time (`normalise`), the probe
     (reference now / baseline) is recorded per trial and the trial flagged beyond
@@ -211,8 +211,8 @@ class EarlyStoppingConfig(_Strict):
     min_epoch: int = Field(1, ge=1)
 
 
-class FidelityConfig(_Strict):
-    """Multi-fidelity successive halving (nas.multifidelity): off when the section is absent.
+class RungSchedule(_Strict):
+    """Multi-fidelity successive halving (nas.schedulers.rungs): off when the section is absent.
 
     `rungs` are multiples of the base budget (train.epochs): [1, 3, 9] trains every candidate
     for 1x, the promoted `promote` fraction of each rung on to 3x, then 9x. `promote` takes a
@@ -265,7 +265,7 @@ class Experiment(_Strict):
     keep_weights: bool = True
     search: SearchConfig = SearchConfig()
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
-    fidelity: FidelityConfig | None = None
+    fidelity: RungSchedule | None = None  # the YAML key keeps the field's name (multi-fidelity); the schedule is rungs
     reference_presets: list[str] = []
 
     @field_validator("name")

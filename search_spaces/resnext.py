@@ -194,6 +194,9 @@ _PRESETS: dict[str, tuple[int, int, tuple[int, ...]]] = {
     "resnext101_32x8d": (32, 8, (3, 4, 23, 3)),
     "resnext101_64x4d": (64, 4, (3, 4, 23, 3)),
 }
+#: drift-aware latency's reference networks (the nearest in MACs is used)
+LATENCY_REFERENCES = ("resnext50_32x4d",)
+
 PRESETS: tuple[str, ...] = tuple(_PRESETS)
 
 

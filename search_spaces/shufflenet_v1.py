@@ -331,6 +331,14 @@ def shufflenet_v1(*, groups: int = 3, width: float = 1.0) -> Arch:
     return make_arch(groups=groups, width=float(width))
 
 
+#: drift-aware latency's reference networks (objectives/latency/drift.py picks the nearest in MACs and
+#: groups): g1/g3/g8 across widths, since a reference of another group count drifted 6-7% apart under
+#: contention (bench/latency_drift.py)
+LATENCY_REFERENCES = ("shufflenet_v1_g3_x0_25", "shufflenet_v1_g8_x0_25", "shufflenet_v1_g1_x0_5",
+                      "shufflenet_v1_g3_x0_5", "shufflenet_v1_g8_x0_5", "shufflenet_v1_g1_x1_0",
+                      "shufflenet_v1_g3_x1_0", "shufflenet_v1_g8_x1_0", "shufflenet_v1_g3_x1_5",
+                      "shufflenet_v1_g1_x2_0", "shufflenet_v1_g8_x2_0")
+
 PRESETS: dict[str, tuple[int, float]] = {
     preset_name(g, w): (g, w) for g in GROUPS for w in PRESET_WIDTHS
 }

@@ -192,6 +192,9 @@ def make_arch(
     return Arch(STEM, stages, last, in_channels, num_classes, small_input).validate()
 
 
+#: drift-aware latency's reference networks (the nearest in MACs is used)
+LATENCY_REFERENCES = ("shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "shufflenet_v2_x1_5", "shufflenet_v2_x2_0")
+
 PRESETS: tuple[str, ...] = ("shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "shufflenet_v2_x1_5", "shufflenet_v2_x2_0")
 
 

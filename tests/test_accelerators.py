@@ -68,7 +68,7 @@ def test_experiment_rejects_a_bad_device(tmp_path: Path, tiny_yaml: Callable[...
 
 
 def test_local_workers_take_one_gpu_each(tiny_yaml: Callable[..., Path]) -> None:
-    from nas.optuna_backend import worker_gpu
+    from nas.backends.optuna_search import worker_gpu
 
     exp = load_experiment(tiny_yaml())
     assert [worker_gpu(exp, i, ["0", "1"]) for i in range(4)] == ["0", "1", "0", "1"]
@@ -81,7 +81,7 @@ def test_local_workers_take_one_gpu_each(tiny_yaml: Callable[..., Path]) -> None
 
 def test_ray_trials_ask_for_a_gpu_share(tiny_yaml: Callable[..., Path], need: Callable[[str], object]) -> None:
     need("ray.tune")
-    from nas.ray_backend import trial_resources
+    from nas.backends.ray_search import trial_resources
 
     exp = load_experiment(tiny_yaml())
     assert trial_resources(exp) == {"cpu": 1}
@@ -92,7 +92,7 @@ def test_ray_trials_ask_for_a_gpu_share(tiny_yaml: Callable[..., Path], need: Ca
 @needs_cuda
 @pytest.mark.parametrize("amp", [False, True])
 def test_cuda_training_with_and_without_amp(tiny_yaml: Callable[..., Path], amp: bool) -> None:
-    from nas.evaluate import evaluate
+    from nas.pipeline.evaluate import evaluate
     from search_spaces import make_arch
 
     exp = load_experiment(tiny_yaml())

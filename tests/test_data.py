@@ -198,7 +198,7 @@ def test_cifar_validation_is_disjoint_from_test_batch(tmp_path: Path) -> None:
 
 
 def test_held_out_test_figure_for_exports_only(tmp_path: Path) -> None:
-    from nas.export import held_out_accuracy
+    from nas.deploy.standalone import held_out_accuracy
     from search_spaces import build_model, preset
 
     _write_id_cifar(tmp_path)

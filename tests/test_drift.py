@@ -1,4 +1,4 @@
-"""Drift-aware latency (objectives/latency/drift.py, nas/drift.py): a real busy process pinned to the
+"""Drift-aware latency (objectives/latency/drift.py, nas/timing/measure.py): a real busy process pinned to the
 measuring core must flag the trial and leave the normalised value where it was; the end-of-search
 re-measure stores both values and `pareto --json` shows them; a bad drift section is one line, exit 2.
 
@@ -75,7 +75,7 @@ def setup(tmp_path: Path) -> tuple[object, object, object]:
     """(experiment, backend, candidate arch); the baseline is measured quietly by the first call."""
     import torch
 
-    from nas.evaluate import make_latency_backend
+    from nas.timing.measure import make_latency_backend
     from search_spaces import preset
 
     torch.set_num_threads(1)
@@ -86,19 +86,19 @@ def setup(tmp_path: Path) -> tuple[object, object, object]:
 
 
 def _quiet(exp: object, backend: object, arch: object) -> tuple[float, dict]:
-    from nas.drift import measure_trial
+    from nas.timing.measure import measure_trial
 
     value, _res, attrs = measure_trial(exp, arch, backend, None)  # type: ignore[arg-type]
     return value, attrs
 
 
 def test_busy_loop_on_the_core_flags_the_trial_and_normalising_holds(setup: tuple) -> None:
-    from nas.drift import baseline, measure_trial
+    from nas.timing.measure import baseline, measure_trial
 
     exp, backend, arch = setup
     with pinned() as core:
         for _attempt in range(3):  # quiet: the baseline and a measurement right after it
-            from nas import drift
+            from nas.timing import measure as drift
 
             drift._LOCAL.clear()
             baseline(exp, backend, "shufflenet_v1_g3_x0_5")
@@ -116,7 +116,7 @@ def test_busy_loop_on_the_core_flags_the_trial_and_normalising_holds(setup: tupl
 
 
 def test_cache_keeps_the_raw_time_and_its_reference_and_normalises_per_study(setup: tuple, tmp_path: Path) -> None:
-    from nas.drift import baseline, measure_trial
+    from nas.timing.measure import baseline, measure_trial
     from objectives.latency.api import LatencyCache
 
     exp, backend, arch = setup
@@ -162,7 +162,7 @@ def test_end_of_search_remeasure_stores_both_values_and_pareto_json_shows_them(
     assert main(["status", "tiny", "--run-dir", str(tmp_path / "run")]) == 0
     assert "latency drift:" in capsys.readouterr().out
     # status's best latency is the re-measured one, as in pareto
-    from nas.summary import summarize
+    from nas.analysis.summary import summarize
 
     study = optuna.load_study(study_name="tiny", storage=url)
     latest = {t.number: again[str(t.number)]["latency_ms"] if str(t.number) in again else t.values[1]
@@ -230,10 +230,9 @@ def agent(tmp_path: Path, free_port) -> Iterator[tuple[str, Path, int]]:
 
 def test_through_the_device_agent_a_slowed_board_is_flagged_and_normalised(agent: tuple, tmp_path: Path) -> None:
     """The same protocol through the agent, one short benchmark request per block."""
-    from nas import drift
-    from nas.drift import baseline, measure_trial
-    from nas.evaluate import make_latency_backend
     from nas.experiment import validate_experiment
+    from nas.timing import measure as drift
+    from nas.timing.measure import baseline, make_latency_backend, measure_trial
     from search_spaces import preset
 
     url, token, core = agent
@@ -270,10 +269,10 @@ def test_ray_search_remeasures_the_front_with_the_same_function(tiny_yaml, tmp_p
     monkeypatch.setenv("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     import optuna
 
+    from nas.analysis.frame import trials_frame
+    from nas.analysis.front import pareto_info
+    from nas.backends.ray_search import run_ray_search
     from nas.experiment import load_experiment
-    from nas.pareto import pareto_info
-    from nas.ray_backend import run_ray_search
-    from nas.results import trials_frame
 
     f = tiny_yaml(latency="onnxruntime, drift: {block_s: 0.002, pairs: 6}", objectives="[mmacs, latency_ms]", n=3,
                   search="backend: ray, workers: 1")
@@ -288,8 +287,9 @@ def test_ray_search_remeasures_the_front_with_the_same_function(tiny_yaml, tmp_p
 def test_a_predicted_latency_is_recorded_as_predicted_and_remeasured_with_onnx_runtime(tmp_path: Path) -> None:
     """A predictor backend's result says extra["predicted"]; its study re-measures with local ONNX
     Runtime, or with the configured device agent."""
-    from nas.drift import _measuring_backend, source
     from nas.experiment import validate_experiment
+    from nas.timing.measure import source
+    from nas.timing.remeasure import _measuring_backend
     from objectives.latency.base import LatencyResult
 
     def result(**kw: object) -> LatencyResult:
@@ -316,7 +316,7 @@ def test_a_predicted_latency_is_recorded_as_predicted_and_remeasured_with_onnx_r
 def test_a_study_made_before_drift_never_continues_with_interleaved_values() -> None:
     """Its stored experiment has no `latency.drift`: `resume` keeps measuring plainly, and a rerun of a
     YAML with the (enabled) default is refused as another experiment instead of mixing protocols."""
-    from nas._study import identity
+    from nas.backends.optuna_study import identity
     from nas.experiment import Experiment, validate_experiment
 
     raw = {"name": "old", "budget": {"max_mmacs": 40}, "objectives": ["mmacs", "latency_ms"],

@@ -7,7 +7,7 @@ import math
 import optuna
 import pytest
 
-from nas.early_stop import DominanceStopper, accuracy_at, history_from_study, vector_at
+from nas.schedulers.early_stop import DominanceStopper, accuracy_at, history_from_study, vector_at
 
 ACC_MMACS = ["maximize", "minimize"]  # (accuracy at epoch k, MMACs)
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from nas.cli import main
-from nas.export import load_module, render_model_source
+from nas.deploy.standalone import load_module, render_model_source
 from search_spaces import ShuffleNetV1Space, build_model, preset
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -83,7 +83,7 @@ def _write_weights(tmp: Path, study_url: str, trial: int) -> torch.nn.Module:
     """Proxy weights as the evaluator stores them: <run_dir>/weights/<arch_id>.safetensors."""
     from safetensors.torch import save_file
 
-    from nas.results import open_study
+    from nas.storage import open_study
     from search_spaces import Arch
 
     t = open_study("unit", study_url).trials[trial]

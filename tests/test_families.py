@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nas.export import load_module, render_model_source
+from nas.deploy.standalone import load_module, render_model_source
 from objectives.flops import analytic_macs, analytic_params, count_params, hook_macs, ptflops_macs
 from search_spaces import ArchBase, RandomTrial, build_model, get_family, get_space, list_families, preset
 from search_spaces.core import FixedTrial

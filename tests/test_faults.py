@@ -75,9 +75,9 @@ def study_at(url: str, name: str = "faulty") -> optuna.Study:
 
 def test_raising_and_diverging_trials_fail_with_a_reason_and_the_study_goes_on(tmp_path: Path) -> None:
     """Trial 1 raises, trial 2 diverges for real (lr 1e30 -> NaN loss); the others complete."""
-    from nas.evaluate import evaluate
+    from nas.backends.optuna_search import TrialObjective, open_study, run_loop
     from nas.experiment import load_experiment
-    from nas.optuna_backend import TrialObjective, open_study, run_loop
+    from nas.pipeline.evaluate import evaluate
 
     exp = load_experiment(experiment(tmp_path, search={"n_trials": 3, "max_failures": 3}))
     diverging = exp.model_copy(update={"train": exp.train.model_copy(update={"lr": 1e30})})
@@ -228,7 +228,7 @@ def test_retry_stale_queues_until_the_cap_then_stops() -> None:
     """A killed trial is queued again with `retry_of`; a retry at the cap is not queued again."""
     import optuna
 
-    from nas._study import RetryStale
+    from nas.backends.optuna_study import RetryStale
 
     study = optuna.create_study()
     dist = {"x": optuna.distributions.FloatDistribution(0, 1)}

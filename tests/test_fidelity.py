@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from objectives.fidelity import (
+from objectives.ranking import (
     ReferenceEntry,
     baseline_scores,
     group_pairs,
@@ -128,7 +128,7 @@ def test_vectorised_tau_matches_scipy() -> None:
     import numpy as np
     from scipy.stats import kendalltau
 
-    from objectives.fidelity import _tau_b_rows
+    from objectives.ranking import _tau_b_rows
 
     rng = np.random.default_rng(0)
     x, y = rng.integers(0, 5, 12).astype(float), rng.normal(size=12)
@@ -219,8 +219,8 @@ def _exp(**over: dict) -> object:
 
 
 def test_proxy_hash_covers_every_recipe_field() -> None:
+    from nas.analysis.fidelity_run import proxy_hash
     from nas.experiment import DataConfig, TrainSection
-    from nas.fidelity import proxy_hash
 
     base = _exp()
     h0 = proxy_hash(base)
@@ -240,7 +240,7 @@ def test_proxy_hash_covers_every_recipe_field() -> None:
 
 
 def test_cache_is_free_on_rerun_and_never_stale(tmp_path: Path) -> None:
-    from nas.fidelity import run_fidelity
+    from nas.analysis.fidelity_run import run_fidelity
 
     ref = load_reference(_tiny_reference(tmp_path))
     cache = tmp_path / "cache"
@@ -262,8 +262,8 @@ def test_cache_is_free_on_rerun_and_never_stale(tmp_path: Path) -> None:
 
 
 def test_naswot_signal_trains_nothing(tmp_path: Path) -> None:
-    from nas.evaluate import evaluate
-    from nas.fidelity import proxy_hash, run_fidelity
+    from nas.analysis.fidelity_run import proxy_hash, run_fidelity
+    from nas.pipeline.evaluate import evaluate
 
     exp = _exp()
     nw = _exp(**{"data": {}})
@@ -279,7 +279,7 @@ def test_naswot_signal_trains_nothing(tmp_path: Path) -> None:
     # the search's naswot is the mean over draws; its first draw is the single-batch baseline score
     import torch
 
-    from nas.evaluate import proxy_data
+    from nas.pipeline.evaluate import proxy_data
     from objectives.zero_cost import naswot, naswot_mean
     from search_spaces import build_model
 
@@ -311,7 +311,7 @@ def test_cli_fidelity_json_plots_and_study(tmp_path: Path, capsys: pytest.Captur
     assert png.stat().st_size > 1000 and "plotly" in html.read_text()[:100000].lower()
     stored = optuna.load_study(study_name="s", storage=url).user_attrs["fidelity"]
     assert stored["n"] == 2 and "mmacs" in stored["baselines"]
-    from nas.fidelity import describe_summary
+    from nas.analysis.fidelity_run import describe_summary
 
     assert "Kendall tau" in (describe_summary(stored) or "")
     assert main(["status", "s", "--storage", url]) == 0
@@ -340,7 +340,7 @@ def test_cli_fidelity_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 
 def test_against_a_longer_protocol(tmp_path: Path) -> None:
-    from nas.fidelity import run_fidelity
+    from nas.analysis.fidelity_run import run_fidelity
 
     ref = load_reference(_tiny_reference(tmp_path))
     long = _exp(train={"max_batches_per_epoch": 2, "epochs": 2})
@@ -351,7 +351,7 @@ def test_against_a_longer_protocol(tmp_path: Path) -> None:
 
 
 def test_search_on_embedded_data_says_so_plainly() -> None:
-    from nas.fidelity import search_note
+    from nas.analysis.fidelity_run import search_note
 
     note = search_note(_exp())
     assert note is not None and "no signal ranks" in note and "tau 0.8" in note and "CIFAR-10" in note

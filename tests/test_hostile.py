@@ -238,8 +238,8 @@ def _setup(case: Case, base: Path, study_dir: Path) -> tuple[list[str], Path | N
 #: as cwd and its own stdout/stderr files, an uncaught exception printed as the interpreter would (exit 1)
 SERVER = r"""
 import json, os, sys, time, traceback
-import nas.cli, nas.experiment, nas.optuna_backend, nas.evaluate, torch, optuna, yaml
-for mod in ("nas.pareto", "nas.export", "nas.results", "nas.commands.train", "nas.commands.latency"):
+import nas.cli, nas.experiment, nas.backends.optuna_search, nas.pipeline.evaluate, torch, optuna, yaml
+for mod in ("nas.analysis.front", "nas.deploy.standalone", "nas.analysis.frame", "nas.cli.commands.train", "nas.cli.commands.latency"):
     __import__(mod)
 jobs, limit, parallel = json.load(sys.stdin), float(sys.argv[1]), int(sys.argv[2])
 running, results = {}, {}

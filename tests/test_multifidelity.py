@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from nas.multifidelity import crowding_distance, promoted_count, promotes, rank_trials, select_promoted
+from nas.schedulers.rungs import crowding_distance, promoted_count, promotes, rank_trials, select_promoted
 
 ACC_MMACS = ["maximize", "minimize"]
 
@@ -99,7 +99,7 @@ def test_decide_reads_the_rung_from_the_study(tiny_yaml) -> None:
     from optuna.trial import TrialState, create_trial
 
     from nas.experiment import load_experiment
-    from nas.multifidelity import decide
+    from nas.schedulers.rungs import decide
 
     exp = load_experiment(tiny_yaml(extra="fidelity: {rungs: [1, 3], promote: 0.5, min_population: 2}"))
     study = optuna.create_study(directions=["maximize", "minimize"])
@@ -127,7 +127,7 @@ def _simulate_asha(trials, names, directions, promote, population, n_rungs):
     continue the best promotable paused trial, top rung down, else take the next new candidate;
     a trial trains rung by rung while it is in its rung's promoted fraction at that moment.
     Returns [(trial number, arch id, highest rung, paused trial it continues or None)]."""
-    from nas.multifidelity import select_promoted
+    from nas.schedulers.rungs import select_promoted
 
     vec = {}
     for t in trials:
@@ -321,9 +321,9 @@ def test_ray_and_optuna_backends_promote_the_same_trials(tmp_path, tiny_yaml, ne
     the same rungs, with the same rung results, and the same trials are PRUNED."""
     import optuna
 
+    from nas.backends.optuna_search import run_optuna_search
+    from nas.backends.ray_search import run_ray_search
     from nas.experiment import load_experiment
-    from nas.optuna_backend import run_optuna_search
-    from nas.ray_backend import run_ray_search
 
     need("ray.tune")  # a dev dependency: missing under CI is a failure, not a skip
     monkeypatch.setenv("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
@@ -349,8 +349,8 @@ def test_default_rung_is_the_highest_a_search_trial_reached() -> None:
     import optuna
     from optuna.trial import TrialState, create_trial
 
-    from nas.multifidelity import at_rung
-    from nas.results import trials_frame
+    from nas.analysis.frame import trials_frame
+    from nas.schedulers.rungs import at_rung
 
     study = optuna.create_study(directions=["maximize", "minimize"])
     study.set_user_attr("objectives", ["accuracy", "mmacs"])
@@ -377,7 +377,7 @@ def test_paused_trial_continues_from_its_kept_rung_without_retraining(tmp_path, 
 
     import objectives.accuracy as acc
     from nas.experiment import load_experiment
-    from nas.multifidelity import RungCheckpoint, train_rungs
+    from nas.schedulers.rungs import RungCheckpoint, train_rungs
     from objectives.accuracy import TrainResult
 
     exp = load_experiment(tiny_yaml(extra="fidelity: {rungs: [1, 3], promote: 0.5}"))
@@ -442,9 +442,9 @@ def test_one_architecture_counts_once_per_rung(tiny_yaml) -> None:
     import optuna
     from optuna.trial import TrialState
 
+    from nas.analysis.frame import trials_frame
     from nas.experiment import load_experiment
-    from nas.multifidelity import at_rung, decide, rung_population, trials_per_rung
-    from nas.results import trials_frame
+    from nas.schedulers.rungs import at_rung, decide, rung_population, trials_per_rung
 
     exp = load_experiment(tiny_yaml(extra="fidelity: {rungs: [1, 3], promote: 0.5, min_population: 2}"))
     a1, b1 = {"accuracy": 0.8, "mmacs": 1.0}, {"accuracy": 0.3, "mmacs": 2.0}
@@ -474,7 +474,7 @@ def test_next_promotion_scans_top_rung_down_and_promotes_once(tiny_yaml) -> None
     from optuna.trial import TrialState
 
     from nas.experiment import load_experiment
-    from nas.multifidelity import enqueue_promotion, next_promotion
+    from nas.schedulers.rungs import enqueue_promotion, next_promotion
 
     exp = load_experiment(tiny_yaml(extra="fidelity: {rungs: [1, 2, 4], promote: 0.5, min_population: 2}"))
     r = lambda a, m: {"accuracy": a, "mmacs": m}  # noqa: E731
@@ -506,7 +506,7 @@ def test_a_promotion_queued_twice_trains_once(tiny_yaml) -> None:
     import optuna
     from optuna.trial import TrialState, create_trial
 
-    from nas._trial import TrialObjective
+    from nas.backends.optuna_objective import TrialObjective
     from nas.experiment import load_experiment
 
     exp = load_experiment(tiny_yaml(extra="fidelity: {rungs: [1, 3], promote: 0.5}"))

@@ -14,8 +14,8 @@ import optuna
 import pandas as pd
 import pytest
 
-from nas.cli import main
-from nas.pareto import (
+from nas.analysis.frame import trials_frame
+from nas.analysis.front import (
     dominates,
     hypervolume,
     hypervolume_history,
@@ -24,7 +24,8 @@ from nas.pareto import (
     pareto_info,
     reference_point,
 )
-from nas.results import open_study, trials_frame
+from nas.cli import main
+from nas.storage import open_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -122,7 +123,7 @@ def test_trials_frame_reads_contract_without_writing(tmp_path: Path, make_study:
 
 
 def test_open_study_errors(tmp_path: Path, make_study: Callable[..., tuple[str, list]]) -> None:
-    from nas.common import UserError
+    from nas.cli.args import UserError
 
     url, _ = make_study(tmp_path)
     with pytest.raises(UserError, match="existing studies: unit"):
@@ -172,7 +173,7 @@ def test_pairwise_png_draws_each_pair_with_front_knee_and_presets(tmp_path: Path
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     import matplotlib.figure
 
-    from nas.plots import plot_pareto
+    from nas.visualization.plots import plot_pareto
 
     url, _ = make_study(tmp_path)
     info = pareto_info(trials_frame(open_study("unit", url)))

@@ -53,7 +53,7 @@ def test_tiny_search_follows_the_study_contract(tmp_path: Path, tiny_yaml: Calla
 
 
 def test_over_budget_is_pruned_and_never_trained(tmp_path: Path, tiny_yaml: Callable[..., Path]) -> None:
-    from nas.evaluate import OverBudget, evaluate
+    from nas.pipeline.evaluate import OverBudget, evaluate
     from search_spaces import make_arch
 
     exp = load_experiment(tiny_yaml())
@@ -66,8 +66,8 @@ def test_over_budget_is_pruned_and_never_trained(tmp_path: Path, tiny_yaml: Call
 
 
 def test_crashed_trial_recorded_and_study_goes_on(tmp_path: Path, tiny_yaml: Callable[..., Path]) -> None:
-    from nas.evaluate import evaluate
-    from nas.optuna_backend import TrialObjective, run_optuna_search
+    from nas.backends.optuna_search import TrialObjective, run_optuna_search
+    from nas.pipeline.evaluate import evaluate
 
     exp = load_experiment(tiny_yaml(n=2))
     calls = []
@@ -85,7 +85,7 @@ def test_crashed_trial_recorded_and_study_goes_on(tmp_path: Path, tiny_yaml: Cal
 
 
 def test_early_stopped_trial_is_pruned_not_complete(tmp_path: Path, tiny_yaml: Callable[..., Path]) -> None:
-    from nas.optuna_backend import TrialObjective, open_study, run_loop
+    from nas.backends.optuna_search import TrialObjective, open_study, run_loop
 
     exp = load_experiment(tiny_yaml(n=2, epochs=2, extra="early_stopping: {enabled: true}\n"))
     objective = TrialObjective(exp, 2)

@@ -47,9 +47,9 @@ PLANTED_MMACS = 0.6
 
 def test_ray_search_records_study_contract(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    from nas.backends.optuna_search import open_study
+    from nas.backends.ray_search import run_ray_search
     from nas.experiment import load_experiment
-    from nas.optuna_backend import open_study
-    from nas.ray_backend import run_ray_search
 
     path = tmp_path / "tiny.yaml"
     path.write_text(YAML.format(run_dir=tmp_path / "run"))

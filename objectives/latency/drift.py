@@ -29,22 +29,10 @@ from typing import Any, Protocol
 
 from .base import LatencyResult, check_input_shape, device_label, summarize
 
-#: default reference networks per search-space family: members with the family's operators
-#: (grouped 1x1, depthwise, shuffle) on a grid of sizes (MACs about 2-4x apart) and group counts. A
-#: candidate is compared with the nearest in MACs and groups (`nearest_reference`), because
-#: contention slows networks of different sizes and group counts differently (cache refills per time
-#: slice; grouped, shuffle-heavy networks more): in bench/latency_drift.py g8_x0_75 against the g3
-#: reference of its size drifted 6-7% (24 pairs); against g8_x1_0 it moved 0.94 at 24 pairs and
-#: 0.97-1.01 in three runs at 48 pairs (the default).
-DEFAULT_REFERENCES: dict[str, tuple[str, ...]] = {
-    "shufflenet_v1": ("shufflenet_v1_g3_x0_25", "shufflenet_v1_g8_x0_25", "shufflenet_v1_g1_x0_5",
-                      "shufflenet_v1_g3_x0_5", "shufflenet_v1_g8_x0_5", "shufflenet_v1_g1_x1_0",
-                      "shufflenet_v1_g3_x1_0", "shufflenet_v1_g8_x1_0", "shufflenet_v1_g3_x1_5",
-                      "shufflenet_v1_g1_x2_0", "shufflenet_v1_g8_x2_0"),
-    "shufflenet_v2": ("shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "shufflenet_v2_x1_5", "shufflenet_v2_x2_0"),
-    "resnext": ("resnext50_32x4d",),
-}
-
+#: Reference networks are the family's (`LATENCY_REFERENCES` in its module): members with the
+#: family's operators on a grid of sizes and group counts. A candidate is compared with the nearest
+#: in MACs and groups (`nearest_reference`), because contention slows networks of different sizes and
+#: group counts differently (cache refills per time slice; grouped, shuffle-heavy networks more).
 #: weight of one doubling of the group count against one e-fold of MACs in `nearest_reference`
 GROUPS_WEIGHT = 0.5
 
@@ -291,7 +279,7 @@ def measure_cached(arch: Any, reference: Any, input_shape: tuple[int, int, int],
 
 
 __all__ = [
-    "DEFAULT_REFERENCES", "Blocks", "DriftConfig", "Interleaved", "LocalBlocks", "RemoteBlocks", "blocks_for",
+    "Blocks", "DriftConfig", "Interleaved", "LocalBlocks", "RemoteBlocks", "blocks_for",
     "cache_key", "flagged", "interleave", "measure_cached", "measure_interleaved", "nearest_reference", "probe", "reference_arch",
     "reference_time",
 ]

@@ -1,0 +1,115 @@
+"""Where studies live: storage URLs, opening a study to read it, and what a stored study says.
+
+The one place both sides share: the backends that run a study and the analysis that reads one
+import this module, never each other. Reading never creates a study and never writes to the storage.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+from optuna.trial import TrialState
+
+from nas.errors import UserError
+
+if TYPE_CHECKING:
+    import optuna
+
+#: trial states that count towards a study's n_trials
+DONE_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+#: study attr holding the end-of-search re-measure ({trial number: {...}}): Optuna's values of a
+#: finished trial are immutable, so the second latency lives here (nas.timing.remeasure writes it)
+REMEASURED = "latency_remeasured"
+
+
+def default_storage(study: str, storage: str | None = None, run_dir: str | None = None) -> str:
+    """The storage URL a command should use: `--storage`, else `<run_dir>/study.db`
+    (run_dir defaults to the search's `runs/<study>`)."""
+    if storage:
+        return storage
+    return f"sqlite:///{Path(run_dir) if run_dir else Path('runs') / study}/study.db"
+
+
+def sqlite_path(storage: str) -> Path | None:
+    """The file behind a `sqlite:///` URL (None for other databases or in-memory)."""
+    if not storage.startswith("sqlite:///"):
+        return None
+    rest = storage[len("sqlite:///"):].split("?", 1)[0]
+    if rest.startswith("file:"):
+        rest = rest[len("file:"):]
+    if not rest or rest == ":memory:":
+        return None
+    return Path(unquote(rest))
+
+
+def _storage(storage: str, read_only: bool = True) -> optuna.storages.BaseStorage:
+    import optuna
+
+    path = sqlite_path(storage)
+    if path is not None:
+        if not path.is_file():
+            raise UserError(f"--storage {storage}: no such file {path} (has the search run? default is runs/STUDY/study.db)")
+        try:
+            with open(path, "rb") as f:
+                head = f.read(16)
+        except OSError as e:
+            raise UserError(f"--storage {storage}: cannot read {path} ({e.__class__.__name__}: {e})") from None
+        if head and head != b"SQLite format 3\x00":
+            raise UserError(f"--storage {storage}: {path} is not an SQLite database")
+        # read-only URI: reading a study must never create or modify the file
+        url = f"sqlite:///file:{path.resolve()}?mode=ro&uri=true" if read_only else storage
+        try:
+            return optuna.storages.RDBStorage(url, skip_compatibility_check=read_only, skip_table_creation=True)
+        except Exception as e:  # sqlalchemy/optuna raise many types for a damaged file
+            raise UserError(f"--storage {storage}: cannot open {path} as an Optuna study database ({_short(e)})") from None
+    if "://" not in storage:
+        raise UserError(f"--storage {storage}: expected a database URL such as sqlite:///runs/STUDY/study.db")
+    try:
+        # never create tables in someone's database just to read it
+        return optuna.storages.RDBStorage(storage, skip_compatibility_check=True, skip_table_creation=True)
+    except Exception as e:
+        raise UserError(f"--storage {storage}: cannot open storage ({_short(e)})") from None
+
+
+def _short(e: BaseException) -> str:
+    return f"{e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200]
+
+
+def open_study(name: str, storage: str | None = None, *, read_only: bool = True) -> optuna.Study:
+    """Load an existing study, never creating one; unknown names get one line listing the
+    studies present. `read_only` (pareto, export, status) opens SQLite files read-only;
+    `resume` passes False to keep writing to it."""
+    import optuna
+
+    url = storage or default_storage(name)
+    st = _storage(url, read_only)
+    try:
+        names = [s.study_name for s in st.get_all_studies()]
+    except Exception as e:
+        raise UserError(f"--storage {url}: cannot read studies ({_short(e)})") from None
+    if name not in names:
+        have = ", ".join(sorted(names)) or "none"
+        raise UserError(f"study {name!r} not found in {url}; existing studies: {have}")
+    return optuna.load_study(study_name=name, storage=st)
+
+
+def redact(url: str) -> str:
+    """Hide a password in a database URL before printing it."""
+    import re
+
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+
+def remeasured(study: optuna.Study) -> dict[str, dict[str, Any]]:
+    """The end-of-search re-measure of each trial that has one ({str(number): record})."""
+    v = study.user_attrs.get(REMEASURED)
+    return {k: r for k, r in v.items() if isinstance(r, dict)} if isinstance(v, dict) else {}
+
+
+def remeasured_latency(record: dict[str, Any] | None) -> float | None:
+    """The re-measured latency (ms) in one record of `remeasured`, or None: the one reader of it."""
+    v = record.get("latency_ms") if isinstance(record, dict) else None
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 else None
