@@ -195,6 +195,8 @@ class SearchConfig(_Strict):
     ray_address: str | None = None
     #: GPUs each Ray trial asks for (a share such as 0.5 packs two trials on one GPU); 0 = CPU only
     gpus_per_trial: float = Field(0.0, ge=0, le=64)
+    #: a sampled architecture the study already has is not trained again and costs no trial (Optuna backend)
+    skip_duplicates: bool = True
 
     @field_validator("study_name")
     @classmethod
@@ -439,10 +441,30 @@ def _loc(loc: tuple[Any, ...]) -> str:
 
 
 def _format_validation(source: str, e: ValidationError) -> str:
-    err = e.errors(include_url=False)[0]
+    # an unknown key first: a misspelt key (max_macs) also makes the real one (max_mmacs) "required"
+    errors = sorted(e.errors(include_url=False), key=lambda err: err.get("type") != "extra_forbidden")
+    err = errors[0]
     loc = _loc(tuple(err.get("loc", ())))
     where = f"{source}: {loc}: " if loc else f"{source}: "
-    return (where + _rule(err)).replace("\n", " ")
+    rule = _rule(err)
+    if err.get("type") == "extra_forbidden":
+        rule += _did_you_mean(tuple(err.get("loc", ())))
+    return (where + rule).replace("\n", " ")
+
+
+def _did_you_mean(loc: tuple[Any, ...]) -> str:
+    """" (did you mean max_mmacs?)" for a misspelt key of the experiment or one of its sections, else ""."""
+    import difflib
+
+    model: Any = Experiment
+    for part in loc[:-1]:
+        field = getattr(model, "model_fields", {}).get(part)
+        ann = getattr(field, "annotation", None)
+        model = next((a for a in (ann, *getattr(ann, "__args__", ())) if isinstance(a, type)
+                      and issubclass(a, BaseModel)), None)
+    names = list(getattr(model, "model_fields", {}))
+    close = difflib.get_close_matches(str(loc[-1]), names, n=1) if loc else []
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def _set_dotted(d: dict[str, Any], key: str, value: Any) -> None:

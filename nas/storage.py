@@ -65,12 +65,12 @@ def _storage(storage: str, read_only: bool = True) -> optuna.storages.BaseStorag
         except Exception as e:  # sqlalchemy/optuna raise many types for a damaged file
             raise UserError(f"--storage {storage}: cannot open {path} as an Optuna study database ({_short(e)})") from None
     if "://" not in storage:
-        raise UserError(f"--storage {storage}: expected a database URL such as sqlite:///runs/STUDY/study.db")
+        raise UserError(f"--storage {redact(storage)}: expected a database URL such as sqlite:///runs/STUDY/study.db")
     try:
         # never create tables in someone's database just to read it
         return optuna.storages.RDBStorage(storage, skip_compatibility_check=True, skip_table_creation=True)
     except Exception as e:
-        raise UserError(f"--storage {storage}: cannot open storage ({_short(e)})") from None
+        raise UserError(redact(f"--storage {storage}: cannot open storage ({_short(e)})")) from None
 
 
 def _short(e: BaseException) -> str:
@@ -88,10 +88,10 @@ def open_study(name: str, storage: str | None = None, *, read_only: bool = True)
     try:
         names = [s.study_name for s in st.get_all_studies()]
     except Exception as e:
-        raise UserError(f"--storage {url}: cannot read studies ({_short(e)})") from None
+        raise UserError(redact(f"--storage {url}: cannot read studies ({_short(e)})")) from None
     if name not in names:
         have = ", ".join(sorted(names)) or "none"
-        raise UserError(f"study {name!r} not found in {url}; existing studies: {have}")
+        raise UserError(f"study {name!r} not found in {redact(url)}; existing studies: {have}")
     return optuna.load_study(study_name=name, storage=st)
 
 
@@ -99,8 +99,49 @@ def redact(url: str) -> str:
     """Hide a password in a database URL before printing it."""
     import re
 
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+    return re.sub(r"(://[^:/@\s]+:)[^@\s]*@", r"\1***@", url)
 
+
+
+def set_study_attr_once(study: optuna.Study, key: str, value: Any) -> Any:
+    """Write a study user attr only if no one has: the first writer wins, atomically (one INSERT that the
+    table's unique (study, key) constraint refuses to a second writer), and every caller gets the winner's
+    value. Optuna's `set_user_attr` is an upsert, so check-then-set lets two workers both write."""
+    import json
+
+    import optuna
+    from sqlalchemy.exc import IntegrityError
+
+    storage = getattr(study._storage, "_backend", study._storage)
+    if not isinstance(storage, optuna.storages.RDBStorage):  # in-memory and journal storages: one process
+        have = study._storage.get_study_user_attrs(study._study_id)
+        if key not in have:
+            study._storage.set_study_user_attr(study._study_id, key, value)
+        return study._storage.get_study_user_attrs(study._study_id)[key]
+    from optuna.storages._rdb.models import StudyUserAttributeModel
+
+    row = {"study_id": study._study_id, "key": key, "value_json": json.dumps(value)}
+    try:
+        with storage.engine.begin() as conn:
+            conn.execute(StudyUserAttributeModel.__table__.insert().values(**row))
+    except IntegrityError:
+        pass  # another process wrote it first: theirs is the value
+    return storage.get_study_user_attrs(study._study_id)[key]
+
+
+def is_reference(trial: Any) -> bool:
+    """A paper preset run beside the search as a comparison point (`reference_presets`), not a candidate."""
+    return bool(trial.user_attrs.get("reference_preset"))
+
+
+def counts_toward_target(trial: Any) -> bool:
+    """A finished (COMPLETE or PRUNED) candidate: `--trials N` searches N of them, whatever reference
+    presets run beside them."""
+    return trial.state in DONE_STATES and not is_reference(trial)
+
+
+def candidates_done(study: optuna.Study) -> int:
+    return sum(1 for t in study.get_trials(deepcopy=False, states=DONE_STATES) if not is_reference(t))
 
 
 def remeasured(study: optuna.Study) -> dict[str, dict[str, Any]]:

@@ -69,6 +69,8 @@ def free_port() -> Callable[[], int]:
 def _tiny_yaml(tmp_path: Path, name: str = "tiny", *, extra: str = "", latency: str = "none", n: int = 3,
                epochs: int = 1, train_size: int = 200, widths: str = "[0.25, 0.5]", budget: str = "max_mmacs: 3",
                search: str = "", objectives: str = "") -> Path:
+    # the tiny space holds a handful of architectures: duplicates would renumber every test's trials
+    dup = "" if "skip_duplicates" in search else ", skip_duplicates: false"
     objs = objectives or f"[accuracy, mmacs{', latency_ms' if latency != 'none' else ''}]"
     text = f"""\
 name: {name}
@@ -79,7 +81,7 @@ objectives: {objs}
 data: {{name: default, train_size: {train_size}, val_size: 100}}
 train: {{epochs: {epochs}, batch_size: 50}}
 latency: {{backend: {latency}, min_time_s: 0.02, repeats: 3, warmup: 1}}
-search: {{n_trials: {n}, sampler: tpe, seed: 0, run_dir: {tmp_path / 'run'}{', ' + search if search else ''}}}
+search: {{n_trials: {n}, sampler: tpe, seed: 0, run_dir: {tmp_path / 'run'}{dup}{', ' + search if search else ''}}}
 {extra}"""
     f = tmp_path / f"{name}.yaml"
     f.write_text(text)

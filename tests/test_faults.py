@@ -38,6 +38,7 @@ def experiment(tmp_path: Path, name: str = "faulty", *, train: dict[str, Any] | 
         "train": {"epochs": 1, "batch_size": 50, "threads": 1, **(train or {})},
         "latency": {"backend": "none"},
         "search": {"sampler": "random", "n_trials": 2, "seed": 0, "heartbeat_interval": 1, "grace_period": 2,
+                   "skip_duplicates": False,  # a tiny space: duplicates would renumber the faulty trials
                    "run_dir": str(run_dir or tmp_path / "run"), **(search or {})},
     }
     f = tmp_path / f"{name}.yaml"

@@ -396,24 +396,24 @@ def test_paused_trial_continues_from_its_kept_rung_without_retraining(tmp_path, 
 
     monkeypatch.setattr(acc, "train_proxy", fake_train)
 
-    def run(continues: bool, promote: bool) -> tuple[dict, int | None, nn.Linear]:
+    def run(continues: int | None, promote: bool) -> tuple[dict, int | None, nn.Linear]:
         model = nn.Linear(2, 2, bias=False)
         nn.init.zeros_(model.weight)
         attrs: dict = {}
         tr, stopped = train_rungs(model, None, exp, RungCheckpoint(tmp_path, "arch", "fp"), lambda e, a: False,
                                   lambda r, v: promote, attrs.__setitem__, lambda a: {"accuracy": a, "mmacs": 1.0},
-                                  continues=continues)
+                                  continues_rung=continues)
         return attrs, stopped, model
 
-    paused, stopped, _ = run(continues=False, promote=False)
+    paused, stopped, _ = run(continues=None, promote=False)
     assert stopped == 1 and paused["rung"] == 1 and [c[0] for c in calls] == [1]
     assert sorted(p.name for p in tmp_path.joinpath("rungs").iterdir()) == ["arch.json", "arch.r1.safetensors"]
 
     calls.clear()
-    dup, stopped, _ = run(continues=False, promote=True)  # the sampler drew the paused arch again
+    dup, stopped, _ = run(continues=None, promote=True)  # the sampler drew the paused arch again
     assert stopped == 1 and calls == [] and dup["rung_1"] == paused["rung_1"] and dup["rungs_resumed"] == 1
 
-    cont, stopped, model = run(continues=True, promote=False)
+    cont, stopped, model = run(continues=1, promote=False)  # paused at rung 1
     assert stopped is None and cont["rungs_resumed"] == 1 and cont["rung"] == 2
     assert cont["rung_1"] == paused["rung_1"]  # replayed, not recomputed
     (only,) = calls  # rung 2 alone trained: 3 - 1 extra epochs, from rung 1's kept weights (all ones)

@@ -54,11 +54,13 @@ def fidelity_experiment(exp: Experiment) -> Experiment:
 
 
 def proxy_hash(exp: Experiment) -> str:
-    """What changes a proxy's trained accuracy: data, train, zero-cost, deploy, trainer version, torch."""
+    """What changes a proxy's trained accuracy: data, train, rung schedule, zero-cost, deploy, trainer version, torch."""
     import torch
 
     key = {"data": exp.data.model_dump(mode="json"), "train": exp.train.model_dump(mode="json"),
            "zero_cost": True, "signal": quality(exp), "deploy": [list(exp.deploy.shape), exp.deploy.classes],
+           # a multi-fidelity experiment's proxy trains to the top rung (9x the epochs, say), not train.epochs
+           "rungs": exp.fidelity.model_dump(mode="json") if exp.fidelity else None,
            "version": PROXY_VERSION, "torch": torch.__version__.split("+")[0]}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 

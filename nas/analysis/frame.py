@@ -102,17 +102,20 @@ def _apply_remeasured(rows: list[dict[str, Any]], study: optuna.Study) -> None:
     Optuna's values of a finished trial are immutable, so the second value lives in the study
     attr `latency_remeasured`; every reader (pareto, export, status) sees it through this frame.
     """
-    again = study.user_attrs.get("latency_remeasured")
+    from nas.storage import remeasured, remeasured_latency
+
+    again = remeasured(study)
     for row in rows:
-        r = again.get(str(row["number"])) if isinstance(again, dict) else None
+        second = remeasured_latency(again.get(str(row["number"])))
         first = row.get("latency_ms")
         row["latency_first_ms"] = first
-        row["latency_remeasured"] = isinstance(r, dict)
+        row["latency_remeasured"] = second is not None
         row["latency_change"] = None
-        if isinstance(r, dict) and isinstance(r.get("latency_ms"), (int, float)):
-            row["latency_ms"] = float(r["latency_ms"])
-            if isinstance(first, (int, float)) and r["latency_ms"] > 0:
-                row["latency_change"] = first / float(r["latency_ms"]) - 1.0  # how far the first value was
+        if second is not None:
+            row["latency_ms"] = second
+            if isinstance(first, (int, float)):
+                # signed as "the re-measure moved the value by": +5% = the second look is 5% slower
+                row["latency_change"] = second / first - 1.0 if first > 0 else None
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:

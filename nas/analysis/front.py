@@ -215,8 +215,8 @@ def pareto_info(
     known = dict(zip(all_obj, all_dir, strict=False))
     complete = df[df["state"] == "COMPLETE"] if "state" in df.columns else df
     unknown = [
-        o for o in objectives
-        if o not in df.columns or (o not in known and o not in DIRECTIONS) or complete[o].notna().sum() == 0
+        o for o in objectives  # the study's own objectives are known even before any trial completes
+        if o not in df.columns or (o not in known and (o not in DIRECTIONS or complete[o].notna().sum() == 0))
     ]
     if unknown:
         choices = sorted({*all_obj, *(k for k in DIRECTIONS if k in df.columns and complete[k].notna().any())})

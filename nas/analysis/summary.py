@@ -13,7 +13,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from nas.storage import DONE_STATES, redact
+from nas.storage import DONE_STATES, is_reference, redact, remeasured, remeasured_latency
 
 
 @dataclass
@@ -35,7 +35,8 @@ class Summary:
 
 
 def summarize(study: optuna.Study, target: int | None = None, workers: int = 1) -> Summary:
-    trials = study.get_trials(deepcopy=False)
+    # candidates only: reference presets are comparison points beside the target, never "the best"
+    trials = [t for t in study.get_trials(deepcopy=False) if not is_reference(t)]
     attrs = study.user_attrs
     exp = attrs.get("experiment", {})
     target = int(target or attrs.get("n_trials") or exp.get("search", {}).get("n_trials") or len(trials))
@@ -50,13 +51,11 @@ def summarize(study: optuna.Study, target: int | None = None, workers: int = 1) 
     best: dict[str, float] = {}
     best_trial: dict[str, int] = {}  # each objective's best comes from its own trial
     complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
-    again = attrs.get("latency_remeasured")  # the end-of-search re-measure (nas.timing) wins, as in pareto
-    again = again if isinstance(again, dict) else {}
+    again = remeasured(study)  # the end-of-search re-measure wins, as in pareto
 
     def value(t: optuna.trial.FrozenTrial, i: int, name: str) -> float:
-        r = again.get(str(t.number)) if name == "latency_ms" else None
-        return float(r["latency_ms"]) if isinstance(r, dict) and isinstance(r.get("latency_ms"), (int, float)) \
-            else t.values[i]
+        v = remeasured_latency(again.get(str(t.number))) if name == "latency_ms" else None
+        return v if v is not None else t.values[i]
 
     for i, (name, d) in enumerate(zip(names, study.directions, strict=False)):
         if complete:

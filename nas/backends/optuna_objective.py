@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 from nas.backends.optuna_study import _TRIAL_CONSTRAINTS, CONSTRAINT_NAMES, directions
 from nas.pipeline.evaluate import OverBudget, TrialTimeout, evaluate
 from nas.schedulers.early_stop import DominanceStopper, history_from_study
-from nas.storage import DONE_STATES
+from nas.storage import DONE_STATES, counts_toward_target, is_reference
 
 if TYPE_CHECKING:
     from nas.experiment import Experiment
@@ -40,6 +40,9 @@ class _TrialReporter:
         self.study, self.trial, self.exp, self.stopper = study, trial, exp, stopper
         # the paused trial this one continues (ASHA's later promotion), None for a new candidate
         self.continues = trial.user_attrs.get("continues") if exp.fidelity is not None else None
+        from nas.schedulers.rungs import paused_rung
+
+        self.continues_rung = paused_rung(study, self.continues)
 
     def report(self, epoch: int, accuracy: float, partial_values: dict[str, float]) -> bool:
         es = self.exp.early_stopping
@@ -57,7 +60,11 @@ class _TrialReporter:
 
 
 class _Surplus(Exception):
-    pass
+    """The trial is not run (target reached, a promotion taken by a twin, a duplicate): FAIL "not run"."""
+
+
+#: duplicates a worker skips in a row before it runs one (a small space can be exhausted)
+MAX_DUPLICATES = 20
 
 
 @functools.cache
@@ -195,14 +202,34 @@ class TrialObjective:
         self.stopper = _default_stopper(exp) if exp.early_stopping.enabled else None
         self.evaluate = evaluate_fn
         self.slack = 0  # free trial slots seen by the loop before this trial (0 = unknown: check)
+        self.duplicates = 0  # duplicates drawn in a row by this worker
+
+    def _skip_duplicate(self, study: optuna.Study, trial: optuna.Trial, arch: Any) -> None:
+        """A sampler may draw an architecture the study already has (TPE does, on small spaces): it is
+        not trained again and costs no trial of the target (FAIL "not run", which the sampler ignores).
+        After `MAX_DUPLICATES` in a row the space is taken as exhausted near the sampler's focus and the
+        draw runs as a trial. Retries and ASHA continuations train their architecture by design."""
+        if not self.exp.search.skip_duplicates or {"retry_of", "continues", "reference_preset"} & set(trial.user_attrs):
+            return
+        twin = next((t for t in study.get_trials(deepcopy=False, states=(*DONE_STATES, TrialState.RUNNING))
+                     if t.number != trial.number and t.user_attrs.get("arch_id") == arch.arch_id), None)
+        if twin is None or self.duplicates >= MAX_DUPLICATES:
+            self.duplicates = 0
+            return
+        self.duplicates += 1
+        trial.set_user_attr("arch_id", arch.arch_id)
+        trial.set_user_attr("duplicate_of", twin.number)
+        trial.set_user_attr("fail_reason", f"not run: duplicate of trial {twin.number} ({twin.state.name.lower()})")
+        raise _Surplus()
 
     def __call__(self, trial: optuna.Trial) -> list[float]:
         study = trial.study
         # another worker may have started the last trial between our count and this ask: only
         # possible when fewer slots were left than workers, so only then pay for the check
-        ahead = 0 if self.slack > self.exp.search.workers else sum(
-            1 for t in study.get_trials(deepcopy=False, states=(*DONE_STATES, TrialState.RUNNING))
-            if t.state in DONE_STATES or t.number < trial.number
+        ahead = 0 if self.slack > self.exp.search.workers or is_reference(trial) else sum(
+            1 for t in study.get_trials(deepcopy=False)
+            if counts_toward_target(t) or (t.state == TrialState.RUNNING and t.number < trial.number
+                                           and not is_reference(t))
         )
         if ahead >= self.target:
             trial.set_user_attr("fail_reason", "not run: the trial target was reached by other workers")
@@ -216,6 +243,7 @@ class TrialObjective:
         exp = self.exp
         try:
             arch = self.space.sample(trial, fits=exp.fits)
+            self._skip_duplicate(study, trial, arch)
             limit = exp.search.trial_timeout_s
             deadline = time.monotonic() + limit if limit else None
             buffer = _AttrBuffer(trial)
@@ -230,6 +258,9 @@ class TrialObjective:
             trial.set_user_attr("fail_reason", e.reason)
             raise optuna.TrialPruned(e.reason) from None
         except (optuna.TrialPruned, _Surplus):
+            raise
+        except KeyboardInterrupt:
+            trial.set_user_attr("fail_reason", "interrupted (Ctrl-C): `shufflenas resume` runs it again")
             raise
         except Exception as e:
             msg = str(e).splitlines()[0] if str(e) else ""

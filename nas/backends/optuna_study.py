@@ -64,7 +64,7 @@ def make_storage(url: str, exp: Experiment | None = None) -> optuna.storages.RDB
             if attempt < 2 and ("duplicate key" in msg or "already exists" in msg):
                 time.sleep(0.5 + attempt)  # two machines created the tables of a new database at once
                 continue
-            raise UserError(f"--storage {redact(url)}: cannot open ({type(e).__name__}: {msg})") from None
+            raise UserError(redact(f"--storage {url}: cannot open ({type(e).__name__}: {msg})")) from None
     if _is_sqlite(url):
         _fast_sqlite(storage)
     return storage

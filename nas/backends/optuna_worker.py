@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 from nas.backends.optuna_objective import TrialObjective
 from nas.backends.optuna_study import open_study
 from nas.errors import UserError
-from nas.storage import DONE_STATES, redact
+from nas.storage import DONE_STATES, candidates_done, redact
 
 if TYPE_CHECKING:
     from nas.experiment import Experiment
@@ -56,7 +56,7 @@ def count_states(study: optuna.Study) -> dict[str, int]:
 def run_loop(study: optuna.Study, exp: Experiment, target: int, *, stop_at: float | None = None,
              objective: Callable[[optuna.Trial], Any] | None = None,
              callbacks: list[Callable[..., None]] | None = None) -> None:
-    """Run trials until COMPLETE + PRUNED reaches `target` (shared with other workers)."""
+    """Run trials until `target` candidates are COMPLETE or PRUNED (shared with other workers)."""
     objective = objective or TrialObjective(exp, target)
     max_fail = exp.search.max_failures or 5
     consecutive = 0
@@ -73,7 +73,7 @@ def run_loop(study: optuna.Study, exp: Experiment, target: int, *, stop_at: floa
             _fail_stale(study)
             next_stale_check = time.monotonic() + stale_every
         c = count_states(study)
-        done = c["COMPLETE"] + c["PRUNED"]
+        done = candidates_done(study)  # reference presets run beside the target, not in it
         if done >= target:
             return
         if done + c["RUNNING"] >= target:

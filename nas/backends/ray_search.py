@@ -26,10 +26,13 @@ import logging
 import math
 import os
 import shutil
+import threading
 import time
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from nas.errors import UserError
@@ -97,7 +100,10 @@ class _SpaceFn:
         arch = self._space.sample(trial, fits=self._exp.fits)
         out = {"arch": arch.to_json(), "trial_number": int(trial.number)}
         if self._exp.fidelity is not None:  # an ASHA continuation of a paused trial (enqueued by suggest)
+            from nas.schedulers.rungs import paused_rung
+
             out["continues"] = trial.user_attrs.get("continues")
+            out["continues_rung"] = paused_rung(trial.study, out["continues"])
         return out
 
 
@@ -113,22 +119,41 @@ def _attrs(result: dict[str, Any]) -> dict[str, Any]:
 class StudySearch(OptunaSearch):
     """OptunaSearch that records the study contract: explicit states, user attrs, per-epoch accuracy."""
 
-    def __init__(self, *args: Any, experiment: Experiment | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, experiment: Experiment | None = None, target: int | None = None,
+                 driver: str = "", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._written: dict[str, dict[str, Any]] = {}
         self._exp = experiment
+        self._target = target  # candidates the study should hold: no new one past it
+        self._driver = driver  # this driver's id, recorded on each trial it asks (see _fail_orphans)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         """ASHA as in the Optuna backend's loop: before a new candidate, queue the continuation of a
-        paused trial that is now in its rung's promoted fraction (the next ask takes it)."""
-        if self._exp is not None and self._exp.fidelity is not None and trial_id not in self._ot_trials:
-            from optuna.trial import TrialState
+        paused trial that is now in its rung's promoted fraction (the next ask takes it). No new
+        candidate once the study's finished and running candidates reach the target: a restored run's
+        in-flight trials (or another driver's) finish it."""
+        from optuna.trial import TrialState
 
+        from nas.storage import counts_toward_target, is_reference
+
+        new = trial_id not in self._ot_trials
+        target = getattr(self, "_target", None)  # absent in a searcher restored from an older checkpoint
+        if new and target is not None:
+            trials = self._ot_study.get_trials(deepcopy=False)
+            busy = sum(1 for t in trials if counts_toward_target(t) or (
+                t.state == TrialState.RUNNING and not is_reference(t)))
+            if busy >= target and not any(is_reference(t) and t.state == TrialState.WAITING for t in trials):
+                return Searcher.FINISHED
+        if new and self._exp is not None and self._exp.fidelity is not None:
             from nas.schedulers.rungs import enqueue_promotion
 
             if not self._ot_study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
                 enqueue_promotion(self._ot_study, self._exp)
-        return super().suggest(trial_id)
+        config = super().suggest(trial_id)
+        driver = getattr(self, "_driver", "")
+        if new and driver and trial_id in self._ot_trials:
+            self._ot_trials[trial_id].set_user_attr(DRIVER_ATTR, driver)
+        return config
 
     def _write_attrs(self, trial_id: str, attrs: dict[str, Any]) -> None:
         ot_trial = self._ot_trials.get(trial_id)
@@ -229,9 +254,11 @@ def _worker_study(url: str, name: str) -> optuna.Study:
 class _RayReporter:
     """Per-epoch `tune.report`, then the dominance test against the study's earlier trials."""
 
-    def __init__(self, exp: Experiment, number: int, attrs: dict[str, Any], continues: int | None = None) -> None:
+    def __init__(self, exp: Experiment, number: int, attrs: dict[str, Any], continues: int | None = None,
+                 continues_rung: int | None = None) -> None:
         self.exp, self.number, self.attrs = exp, number, attrs
         self.continues = continues  # the paused trial this one continues (ASHA), None for a new candidate
+        self.continues_rung = continues_rung  # the rung it paused at
         self.stopper: Any = None
         self.warned = False
         if exp.early_stopping.enabled:
@@ -308,7 +335,8 @@ def _trainable(config: dict[str, Any], exp_json: str = "") -> None:
         arch = Arch.from_json(config["arch"])
         limit = exp.search.trial_timeout_s
         deadline = time.monotonic() + limit if limit else None
-        reporter = _RayReporter(exp, int(config["trial_number"]), attrs, config.get("continues"))
+        reporter = _RayReporter(exp, int(config["trial_number"]), attrs, config.get("continues"),
+                                config.get("continues_rung"))
         res = evaluate(arch, exp, reporter, run_dir=exp.run_dir,
                        on_attr=attrs.__setitem__, deadline=deadline)
     except OverBudget as e:
@@ -372,12 +400,37 @@ def _driver_storage(url: str) -> optuna.storages.RDBStorage:
     return optuna.storages.RDBStorage(url, **kwargs)
 
 
-def _fail_orphans(study: optuna.Study, reason: str) -> int:
-    """Fail RUNNING trials left by a driver that died (their Ray run cannot be restored)."""
+DRIVER_ATTR = "ray_driver"
+#: a driver writes study attr "ray_driver:<id>" (time.time()) this often while its Tune run is going
+HEARTBEAT_S = 10.0
+
+
+def _heartbeat(study: optuna.Study, driver: str, stop: threading.Event) -> None:
+    while True:
+        try:
+            study.set_user_attr(f"{DRIVER_ATTR}:{driver}", time.time())
+        except Exception as e:  # a storage hiccup: the next beat retries
+            log.debug("driver heartbeat not written: %s", e)
+        if stop.wait(HEARTBEAT_S):
+            return
+
+
+def _fail_orphans(study: optuna.Study, reason: str, *, mine: str, others_stale_s: float = 3 * HEARTBEAT_S) -> int:
+    """Fail RUNNING trials that no one will finish: this driver's own that Tune no longer runs, and those
+    of a Ray driver whose heartbeat stopped. Trials of Optuna workers (no driver id: their heartbeat
+    is Optuna's) and of another live driver on a shared study are theirs and are left alone."""
     from optuna.trial import TrialState
 
+    attrs = study._storage.get_study_user_attrs(study._study_id)
+    now = time.time()
     n = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = t.user_attrs.get(DRIVER_ATTR)
+        if not owner:
+            continue
+        beat = attrs.get(f"{DRIVER_ATTR}:{owner}")
+        if owner != mine and isinstance(beat, (int, float)) and now - beat < others_stale_s:
+            continue
         try:
             study._storage.set_trial_user_attr(t._trial_id, "fail_reason", reason)
             study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
@@ -401,6 +454,7 @@ def run_ray_search(experiment: Experiment, *, ray_address: str | None = None, re
     from ray.tune.search import ConcurrencyLimiter
 
     from nas.backends.optuna_search import directions, make_sampler, open_study
+    from nas.storage import candidates_done, is_reference
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     exp = absolute(experiment)
@@ -416,6 +470,9 @@ def run_ray_search(experiment: Experiment, *, ray_address: str | None = None, re
     exp_json = exp.model_dump_json()
     trainable = tune.with_resources(tune.with_parameters(_trainable, exp_json=exp_json), trial_resources(exp))
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    driver = uuid.uuid4().hex[:12]
+    stop_beat = threading.Event()
+    threading.Thread(target=_heartbeat, args=(study, driver, stop_beat), daemon=True, name="driver-heartbeat").start()
     started = _init_ray(ray_address, workers)
     try:
         if (resume or running) and tune.Tuner.can_restore(str(exp_dir)):
@@ -423,9 +480,11 @@ def run_ray_search(experiment: Experiment, *, ray_address: str | None = None, re
             tuner = tune.Tuner.restore(str(exp_dir), trainable, resume_errored=True)
         else:
             if running:
-                n = _fail_orphans(study, "driver lost: the Ray run that owned this trial cannot be restored")
+                n = _fail_orphans(study, "driver lost: the Ray run that owned this trial cannot be restored",
+                                  mine=driver)
                 log.warning("%d trial(s) of a lost driver marked FAIL", n)
-            done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+            done = candidates_done(study)  # reference presets run beside the target
+            refs = sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)) if is_reference(t))
             todo = target - done
             if todo <= 0:
                 log.info("study %s already has %d of %d trials done", exp.study_name, done, target)
@@ -437,11 +496,12 @@ def run_ray_search(experiment: Experiment, *, ray_address: str | None = None, re
                 space=_SpaceFn(exp_json), metric=list(exp.objectives),
                 mode=[_MODE[d] for d in directions(list(exp.objectives))], sampler=make_sampler(exp),
                 study_name=exp.study_name, storage=_driver_storage(exp.storage_url), experiment=exp,
+                target=target, driver=driver,
             )
             tuner = tune.Tuner(
                 trainable,
                 tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=workers),
-                                            num_samples=todo, time_budget_s=exp.search.timeout,
+                                            num_samples=todo + refs, time_budget_s=exp.search.timeout,
                                             reuse_actors=True,  # one torch import per worker, not per trial
                                             trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
                 run_config=tune.RunConfig(
@@ -461,13 +521,15 @@ def run_ray_search(experiment: Experiment, *, ray_address: str | None = None, re
         raise UserError(f"Ray search of study {exp.study_name!r} failed ({type(e).__name__}: {msg}); "
                         f"{_resume_hint(exp)}") from None
     finally:
+        stop_beat.set()
         if started:
             import ray
 
             ray.shutdown()
     # Tune has finished every trial it knows; a RUNNING trial left now was asked by a driver that
     # died before its Tune checkpoint recorded it, so nobody will ever finish it.
-    n = _fail_orphans(study, "driver lost: the trial was started by a Ray driver that died before checkpointing it")
+    n = _fail_orphans(study, "driver lost: the trial was started by a Ray driver that died before checkpointing it",
+                      mine=driver)
     if n:
         log.warning("%d trial(s) of a lost driver marked FAIL", n)
     _remeasure(study, exp)

@@ -294,7 +294,7 @@ def _train(ph: _Phases, arch: Arch, model: Any, proxy: Any, data: Any, reporter:
         if continues is not None:
             put("continues", int(continues))
         tr, stop_rung = train_rungs(model, data, exp, ckpt, report, getattr(reporter, "promote", None), put,
-                                    with_score, continues=continues is not None)
+                                    with_score, continues_rung=getattr(reporter, "continues_rung", None))
         stopped = tr.epochs_run if stop_rung is not None else None
     acc = float(tr.accuracy)
     if not math.isfinite(acc):

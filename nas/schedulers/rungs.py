@@ -25,11 +25,12 @@ trial user attr "rung_<r>" ({objective: value}); "rung" holds the highest rung f
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -158,7 +159,7 @@ class RungCheckpoint:
     that is never promoted keeps its files (a resumed search with more trials may still promote it).
 
     Keyed by arch id under run_dir/rungs/, with a fingerprint of what shapes training (train, data,
-    fidelity sections): a record written under another recipe is ignored.
+    rung schedule): a record written under another recipe is ignored.
     """
 
     def __init__(self, run_dir: Path, arch_id: str, fingerprint: str) -> None:
@@ -208,6 +209,22 @@ class RungCheckpoint:
         for p in self.dir.glob(f"{self.stem}.*"):
             p.unlink(missing_ok=True)
 
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the architecture's rungs for the whole training (an OS lock, released when the process
+        dies): a twin of the same architecture waits, then replays what this one kept, instead of
+        training the same rung beside it or clearing weights it still needs."""
+        import fcntl
+
+        locks = self.dir.parent / "locks"  # beside the checkpoints: a lock file outlives them (never unlinked)
+        locks.mkdir(parents=True, exist_ok=True)
+        with open(locks / f"{self.stem}.rungs.lock", "a+b") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
 
 def fingerprint(exp: Experiment, arch_json: str) -> str:
     """What a rung's result depends on besides the architecture (not where it trains)."""
@@ -221,16 +238,25 @@ def fingerprint(exp: Experiment, arch_json: str) -> str:
 def train_rungs(model: Any, data: Any, exp: Experiment, ckpt: RungCheckpoint, report: Callable[[int, float], bool],
                 decide: Callable[[int, dict[str, float]], bool] | None, put: Callable[[str, Any], None],
                 objective_values: Callable[[float], dict[str, float]],
-                continues: bool = False) -> tuple[Any, int | None]:
+                continues_rung: int | None = None) -> tuple[Any, int | None]:
     """Train `model` rung by rung (each rung continues the same model for the extra epochs, with
     the experiment's recipe and a fresh schedule); after each rung but the last, record
     "rung_<r>" and ask `decide(r, values)` whether to go on. Returns (TrainResult over all
     epochs trained, the rung it stopped at or None when it finished the top rung).
 
     `report(epoch, acc)` gets global epoch numbers; `decide` None promotes everything.
-    `continues`: this trial continues a paused one (promoted later), so the kept rungs are
-    replayed and training goes on past the rung where it paused.
+    `continues_rung`: this trial continues one that paused at that rung (promoted later), so the kept
+    rungs are replayed and training goes on past that rung (a later rung a twin kept keeps its own
+    decision). The architecture's rungs are locked meanwhile (`RungCheckpoint.locked`).
     """
+    with ckpt.locked():
+        return _train_rungs(model, data, exp, ckpt, report, decide, put, objective_values, continues_rung)
+
+
+def _train_rungs(model: Any, data: Any, exp: Experiment, ckpt: RungCheckpoint, report: Callable[[int, float], bool],
+                 decide: Callable[[int, dict[str, float]], bool] | None, put: Callable[[str, Any], None],
+                 objective_values: Callable[[float], dict[str, float]],
+                 continues_rung: int | None) -> tuple[Any, int | None]:
     import dataclasses
 
     from objectives.accuracy import TrainResult, train_proxy
@@ -246,8 +272,8 @@ def train_rungs(model: Any, data: Any, exp: Experiment, ckpt: RungCheckpoint, re
         put("rung", r)
     if records:
         put("rungs_resumed", len(records))
-        if continues:
-            records[-1]["promoted"] = True
+        if continues_rung is not None and 1 <= continues_rung <= len(records):
+            records[continues_rung - 1]["promoted"] = True  # the rung it paused at, not the last kept one
     stopped = None if not records or records[-1]["promoted"] else len(records)
     for r in range(len(records) + 1, len(rungs) + 1) if stopped is None else ():
         offset = rungs[r - 2] * base.epochs if r > 1 else 0
@@ -316,7 +342,9 @@ def next_promotion(study: optuna.Study, exp: Experiment) -> Any | None:
         return None
     trials = study.get_trials(deepcopy=False)
     by_number = {t.number: t for t in trials}
-    continued = {t.user_attrs.get("continues") for t in trials}
+    # a continuation that FAILed ("not run" beside a twin, or crashed) does not hold the promotion: the
+    # paused trial is offered again
+    continued = {t.user_attrs.get("continues") for t in trials if t.state != TrialState.FAIL}
     names = list(exp.objectives)
     dirs = [OBJECTIVES[o].direction for o in names]
     for r in range(len(exp.fidelity.rungs) - 1, 0, -1):
@@ -328,6 +356,15 @@ def next_promotion(study: optuna.Study, exp: Experiment) -> Any | None:
                     and arch_key(t) not in further):
                 return t
     return None
+
+
+def paused_rung(study: optuna.Study, number: Any) -> int | None:
+    """The rung trial `number` paused at (its "rung" attr); None for None or a trial without one."""
+    if number is None:
+        return None
+    trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, int(number))
+    r = study._storage.get_trial(trial_id).user_attrs.get("rung")
+    return int(r) if isinstance(r, int) else None
 
 
 def enqueue_promotion(study: optuna.Study, exp: Experiment) -> int | None:
@@ -385,7 +422,14 @@ def at_rung(df: pd.DataFrame, study: optuna.Study, rung: int | None = None) -> p
     out.insert(2, "search_state", out["state"])
     reached = out["number"].isin(list(at))
     for n in names:
-        out[n] = [float(at[k].get(n, math.nan)) if k in at else math.nan for k in out["number"]]
+        rung_values = [float(at[k].get(n, math.nan)) if k in at else math.nan for k in out["number"]]
+        if n == "latency_ms" and "latency_remeasured" in out.columns:
+            # latency does not depend on the rung: the frame's value (re-measured at the end of the
+            # search where it was, nas.storage.remeasured) wins over the one the rung record copied
+            again = out["latency_remeasured"].fillna(False).astype(bool).to_numpy()
+            rung_values = [float(v) if a and k in at else r
+                           for v, a, k, r in zip(out[n], again, out["number"], rung_values, strict=True)]
+        out[n] = rung_values
     out.loc[reached, "state"] = "COMPLETE"
     out.loc[~reached & (out["state"] == "COMPLETE"), "state"] = "OTHER_RUNG"
     out["rung"] = [r if k in at else None for k in out["number"]]

@@ -122,9 +122,14 @@ def baseline(exp: Experiment, backend: Any, name: str, study: optuna.Study | Non
         ms = reference_time(blocks, blocks.load(export(_ref_arch(exp, name), shape, backend), shape),
                             drift_config(exp))
         if study is not None:
-            stored = _stored(study, key, fp)  # another worker may have written it meanwhile: keep the first
-            if stored is None:
-                study.set_user_attr(key, {"ms": ms, "device": fp, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+            from nas.storage import set_study_attr_once
+
+            # another worker may have measured it meanwhile: the first write wins, atomically
+            mine = {"ms": ms, "device": fp, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            first = set_study_attr_once(study, key, mine)
+            stored = float(first["ms"]) if isinstance(first, dict) and isinstance(first.get("ms"), (int, float)) \
+                else None
+            if first == mine:
                 log.info("latency baseline of %s: %.3f ms", name, ms)
         stored = stored if stored is not None else ms
     _LOCAL[local] = stored

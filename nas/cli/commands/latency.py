@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from nas.cli.args import UserError, load_arch, parse_input, positive_int
 
@@ -98,6 +99,9 @@ def run(args: argparse.Namespace) -> int:
         from objectives.latency.remote import DeviceUnreachable
     except ImportError:  # the remote client is optional for local backends
         DeviceUnreachable = ConnectionError  # type: ignore[misc,assignment]  # noqa: N806
+    import time
+
+    wall0, cpu0 = time.perf_counter(), time.process_time()
     try:
         result = measure_latency(arch, (c, h, w), backend, cache=args.cache)
     except ValueError as e:
@@ -113,4 +117,22 @@ def run(args: argparse.Namespace) -> int:
     runtime = ", ".join(f"{k} {v}" for k, v in result.runtime.items())
     print(f"  backend {result.backend}, {result.threads} thread(s), {runtime}")
     print(f"  device {result.device_label or result.machine} [fingerprint {result.device}]" + (" (cached)" if result.cached else ""))
+    hint = contention_hint(time.perf_counter() - wall0, time.process_time() - cpu0, result, args.clock)
+    if hint:
+        print(hint, file=sys.stderr)
     return 0
+
+
+def contention_hint(wall_s: float, cpu_s: float, result: object, clock: str) -> str:
+    """A note when a wall-clock measurement on this host got much less CPU than it asked for (a busy
+    core inflates wall times: 2x under one competing process, measured), else ""."""
+    threads = getattr(result, "threads", 1) or 1
+    if clock != "wall" or getattr(result, "cached", False) or getattr(result, "backend", "") not in ("torch",
+                                                                                                   "onnxruntime"):
+        return ""
+    share = cpu_s / max(wall_s * threads, 1e-9)
+    if wall_s < 0.2 or share >= 0.8:
+        return ""
+    return (f"note: the measurement got {share:.0%} of the {threads} core(s) it ran on (wall {wall_s:.1f} s, "
+            f"CPU {cpu_s:.1f} s): the host is busy and wall-clock times are inflated; try --clock cpu, or a "
+            f"search's drift-aware latency (latency.drift)")

@@ -29,6 +29,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hv-plot", action="append", default=[], metavar="FILE",
                    help="hypervolume-over-trials plot, .png or .html; repeatable")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--wide", action="store_true",
+                   help="every column (channels, stem, family, latency source and re-measure, arch id); the default "
+                        "table fits the terminal")
     p.add_argument("--rung", type=int, default=None, metavar="N",
                    help="multi-fidelity studies: the front of the trials that finished rung N, at rung N "
                         "(default: the highest rung a search trial reached; rungs are never mixed in one front)")
@@ -89,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({**_as_json(info, written), "fidelity": fidelity, "rung": df.attrs.get("rung"),
                           "latency_drift": flags}, indent=2, default=str))
         return 0
-    _print(info, written)
+    _print(info, written, wide=args.wide)
     line = drift_line(flags, study.user_attrs.get("experiment"))
     if line:
         print(line)
@@ -146,28 +149,49 @@ def _fmt(v, name: str) -> str:  # noqa: ANN001
     return str(v)
 
 
-def _print(info, written: list[str]) -> None:  # noqa: ANN001
+#: short headers, so a front of three objectives and its architecture fits 80 columns
+_SHORT = {"accuracy": "acc", "latency_ms": "ms", "mmacs": "MMACs", "params": "Mparams"}
+#: shown by default when the front has them (groups and repeats always, the others only where they differ)
+_NARROW = ("width", "groups", "repeats", "cardinality", "base_width", "kernel", "shuffle")
+
+
+def _varies(frame, c: str) -> bool:  # noqa: ANN001 - DataFrame
+    vals = {str(v) for v in frame[c] if v is not None and str(v) != "nan"} if c in frame.columns else set()
+    return len(vals) > 1 or (c in ("groups", "repeats", "cardinality") and bool(vals))
+
+
+def _print(info, written: list[str], wide: bool = False) -> None:  # noqa: ANN001
+    import pandas as pd
     from rich.console import Console
     from rich.table import Table
 
-    con = Console(width=None if Console().is_terminal else 140)
-    t = Table(title=f"Pareto set of study {info.study} ({len(info.front)} of {len(info.feasible)} complete trials)")
-    t.add_column("trial", justify="right")
+    # a terminal's own width; a pipe or file gets 80 columns (--wide: every column, unwrapped)
+    probe = Console()
+    con = Console(width=probe.width if probe.is_terminal else (240 if wide else 80))
+    both = pd.concat([info.front, info.references]) if len(info.references) else info.front
+    t = Table(title=f"Pareto set of study {info.study} ({len(info.front)} of {len(info.feasible)} complete trials)",
+              pad_edge=False, collapse_padding=True)
+    names = [str(r) for r in info.references["reference_preset"]] if len(info.references) else []
+    t.add_column("trial", justify="right", no_wrap=True, min_width=max([5, *(len(n) for n in names)]))
     for o, d in zip(info.objectives, info.directions, strict=False):
+        head = o if wide else _SHORT.get(o, o)
         unit = info.units.get(o, "")
-        t.add_column(f"{o} ({unit}) {'↑' if d == 'maximize' else '↓'}" if unit else o, justify="right")
-    shown = [c for c in _ARCH_COLUMNS if c in info.front.columns and info.front[c].notna().any()]
-    for c in shown:
-        t.add_column(c)
-    lat = _latency_columns(info.front)
+        if wide and unit:
+            head = f"{o} ({unit})"
+        t.add_column(f"{head} {'↑' if d == 'maximize' else '↓'}", justify="right", no_wrap=True)
+    cols = [c for c in (*_NARROW, "channels", "stem", "family", "latency_backend", "arch_id") if c in both.columns
+            and both[c].notna().any()] if wide else [c for c in _NARROW if _varies(both, c)]
+    for c in cols:
+        t.add_column(c, no_wrap=not wide)
+    lat = _latency_columns(info.front, wide)
     for c in lat:
-        t.add_column(_LATENCY_HEADERS[c], justify="right")
+        t.add_column(_LATENCY_HEADERS[c], justify="right", no_wrap=True)
     for _, r in info.front.iterrows():
         knee = r["number"] == info.knee
         t.add_row(
             f"{r['number']}{' knee' if knee else ''}",
             *[_fmt(r[o], o) for o in info.objectives],
-            *[_fmt(r.get(c), c) for c in shown],
+            *[_fmt(r.get(c), c) for c in cols],
             *[_latency_cell(r, c) for c in lat],
             style="bold" if knee else None,
         )
@@ -175,7 +199,7 @@ def _print(info, written: list[str]) -> None:  # noqa: ANN001
         t.add_row(
             f"[dim]{r['reference_preset']}[/]",
             *[f"[dim]{_fmt(r[o], o)}[/]" for o in info.objectives],
-            *[f"[dim]{_fmt(r.get(c), c)}[/]" for c in shown],
+            *[f"[dim]{_fmt(r.get(c), c)}[/]" for c in cols],
             *[f"[dim]{_latency_cell(r, c)}[/]" for c in lat],
         )
     con.print(t)
@@ -190,18 +214,22 @@ def _print(info, written: list[str]) -> None:  # noqa: ANN001
         con.print("hypervolume history: " + "  ".join(f"#{n}: {h:.4g}" for n, h in cps))
     if info.knee is not None:
         con.print(f"knee: trial {info.knee} (closest to the ideal point after scaling the front to [0, 1])")
+    if not wide:
+        con.print("[dim]--wide: every column (channels, stem, latency source and re-measure, arch id)[/]")
     for w in written:
         con.print(f"wrote {w}")
 
 
-_LATENCY_HEADERS = {"latency_source": "latency", "latency_change": "first vs re-measured"}
+_LATENCY_HEADERS = {"latency_source": "measured by", "latency_change": "first ms (re-measure)"}
 
 
-def _latency_columns(front) -> list[str]:  # noqa: ANN001 - DataFrame
-    """`latency` (measured / predicted / cached, flagged) when known; the first value's distance
-    from the re-measured one once the front was re-measured."""
+def _latency_columns(front, wide: bool = False) -> list[str]:  # noqa: ANN001 - DataFrame
+    """Where the value came from (measured / predicted / cached, flagged: with --wide, or when a trial
+    was flagged); the first value and how far the re-measure moved it once the front was re-measured."""
     cols = []
-    if "latency_source" in front.columns and front["latency_source"].notna().any():
+    src = front["latency_source"] if "latency_source" in front.columns else None
+    flagged = "latency_flagged" in front.columns and front["latency_flagged"].fillna(False).astype(bool).any()
+    if src is not None and src.notna().any() and (wide or flagged):
         cols.append("latency_source")
     if "latency_remeasured" in front.columns and front["latency_remeasured"].fillna(False).astype(bool).any():
         cols.append("latency_change")

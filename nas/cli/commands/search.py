@@ -35,6 +35,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, object]:
+    """The flags as dotted experiment keys; a flag's own bad value is its error, not the YAML file's."""
+    from nas.cli.args import UserError, positive_int
+
+    for flag, value in (("--trials", getattr(args, "trials", None)), ("--workers", getattr(args, "workers", None))):
+        if value is not None:
+            positive_int(flag, value)
+    timeout = getattr(args, "timeout", None)
+    if timeout is not None and not timeout > 0:
+        raise UserError(f"argument --timeout: must be > 0 seconds, got {timeout:g}")
     return {
         "search.n_trials": getattr(args, "trials", None),
         "search.timeout": getattr(args, "timeout", None),
