@@ -65,7 +65,7 @@ def test_missing_file_and_bad_flag(tmp_path: Path, capsys: pytest.CaptureFixture
     f = tmp_path / "x.yaml"
     f.write_text(GOOD)
     assert main(["search", str(f), "--trials", "0"]) == 2
-    assert "search.n_trials: must be >= 1, got 0" in capsys.readouterr().err
+    assert "argument --trials: must be >= 1, got 0" in capsys.readouterr().err  # the flag, not the file (#18)
     assert main(["search", str(f), "--sampler", "cma"]) == 2
     assert "search.sampler: must be one of tpe, nsga2, nsga3, random, got 'cma'" in capsys.readouterr().err
 

@@ -364,3 +364,21 @@ def test_a_busy_host_gets_a_hint_on_wall_clock_latency() -> None:
     assert contention_hint(2.0, 1.95, res, "wall") == ""  # a quiet host
     assert contention_hint(2.0, 1.0, res, "cpu") == ""  # already on the CPU clock
     assert contention_hint(2.0, 1.0, SimpleNamespace(threads=1, cached=True, backend="onnxruntime"), "wall") == ""
+
+
+def test_optuna_tools_see_the_remeasured_latency_too(tmp_path: Path) -> None:
+    """optuna-dashboard and study.best_trials showed the first latency while pareto showed the re-measured one."""
+    from nas.analysis.frame import trials_frame
+    from nas.storage import write_remeasured_values
+
+    study = _study(tmp_path)
+    for lat in (10.0, 12.0):
+        study.add_trial(optuna.trial.create_trial(values=[0.5, 1.0, lat], user_attrs={"latency_ms": lat}))
+    again = {"0": {"latency_ms": 13.0}}
+    study.set_user_attr("latency_remeasured", again)
+    assert write_remeasured_values(study, again) == 1
+    fresh = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    assert [t.values[2] for t in fresh.get_trials()] == [13.0, 12.0]
+    assert [t.number for t in fresh.best_trials] == [1]  # 13 ms is now dominated by trial 1
+    row = trials_frame(fresh).iloc[0]
+    assert row["latency_ms"] == 13.0 and row["latency_first_ms"] == 10.0  # the first value kept beside it

@@ -107,7 +107,7 @@ def _apply_remeasured(rows: list[dict[str, Any]], study: optuna.Study) -> None:
     again = remeasured(study)
     for row in rows:
         second = remeasured_latency(again.get(str(row["number"])))
-        first = row.get("latency_ms")
+        first = row.get("latency_attr_ms", row.get("latency_ms"))  # the trial's own first measurement
         row["latency_first_ms"] = first
         row["latency_remeasured"] = second is not None
         row["latency_change"] = None
@@ -136,6 +136,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         row: dict[str, Any] = {"number": t.number, "state": t.state.name}
         for a in TRIAL_ATTRS:
             row[a] = ua.get(a)
+        row["latency_attr_ms"] = ua.get("latency_ms")
         n_params = ua.get("n_params", ua.get("params"))  # a raw count ("params" in older studies)
         row["n_params"] = n_params
         row["params"] = n_params / 1e6 if isinstance(n_params, (int, float)) else None  # one unit: millions
@@ -154,6 +155,8 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         row["sampler_params"] = json.dumps(t.params, sort_keys=True) if t.params else None
         rows.append(row)
     _apply_remeasured(rows, study)
+    for row in rows:
+        row.pop("latency_attr_ms", None)
     cols = ["number", "state", *names]
     df = pd.DataFrame(rows)
     if df.empty:

@@ -244,6 +244,10 @@ class TrialObjective:
         try:
             arch = self.space.sample(trial, fits=exp.fits)
             self._skip_duplicate(study, trial, arch)
+            width_of = getattr(self.space, "width_of", None)  # budget-aware sampling records width_q, not width
+            width = width_of(arch) if width_of is not None else None
+            if width is not None:
+                trial.set_user_attr("width", float(width))
             limit = exp.search.trial_timeout_s
             deadline = time.monotonic() + limit if limit else None
             buffer = _AttrBuffer(trial)

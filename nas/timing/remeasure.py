@@ -11,7 +11,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from nas.storage import REMEASURED, remeasured
+from nas.storage import REMEASURED, remeasured, write_remeasured_values
 from nas.timing.measure import INTERLEAVED_BACKENDS, _ref_arch, baseline, drift_config, make_latency_backend, references
 
 if TYPE_CHECKING:
@@ -57,6 +57,7 @@ def remeasure_front(study: optuna.Study, exp: Experiment, *, max_rounds: int = 3
             break
         merged = {**remeasured(study), **done}
         study.set_user_attr(REMEASURED, merged)
+        write_remeasured_values(study, done)
         total += len(done)
         log.info("re-measured the latency of %d trial(s) (Pareto set and flagged) in one window, %.1f s",
                  len(done), time.perf_counter() - t0)
