@@ -40,9 +40,10 @@ def summarize(study: optuna.Study, target: int | None = None, workers: int = 1) 
     attrs = study.user_attrs
     exp = attrs.get("experiment", {})
     target = int(target or attrs.get("n_trials") or exp.get("search", {}).get("n_trials") or len(trials))
-    counts = {s.name: 0 for s in TrialState}
-    for t in trials:
-        counts[t.state.name] += 1
+    counts = {**{s.name: 0 for s in TrialState}, "NOT_RUN": 0}
+    for t in trials:  # "not run" (a duplicate, a surplus trial, a twin's promotion) is no failure
+        not_run = t.state == TrialState.FAIL and str(t.user_attrs.get("fail_reason", "")).startswith("not run")
+        counts["NOT_RUN" if not_run else t.state.name] += 1
     done = counts["COMPLETE"] + counts["PRUNED"]
     judged = [t for t in trials if t.state in DONE_STATES and "constraint" in t.user_attrs]
     feasible = [t for t in judged if all(c <= 0 for c in t.user_attrs["constraint"])]

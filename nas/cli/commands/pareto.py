@@ -144,6 +144,8 @@ def _fmt(v, name: str) -> str:  # noqa: ANN001
         return "-"
     if name == "accuracy":
         return f"{v:.4f}"
+    if name == "width" and isinstance(v, (int, float)):
+        return f"{v:g}"
     if isinstance(v, float):
         return f"{v:.3f}" if abs(v) < 100 else f"{v:.1f}"
     return str(v)
@@ -185,14 +187,14 @@ def _print(info, written: list[str], wide: bool = False) -> None:  # noqa: ANN00
         t.add_column(c, no_wrap=not wide)
     lat = _latency_columns(info.front, wide)
     for c in lat:
-        t.add_column(_LATENCY_HEADERS[c], justify="right", no_wrap=True)
+        t.add_column(_LATENCY_HEADERS[c], justify="right", no_wrap=True, min_width=len(_LATENCY_HEADERS[c]))
     for _, r in info.front.iterrows():
         knee = r["number"] == info.knee
         t.add_row(
             f"{r['number']}{' knee' if knee else ''}",
             *[_fmt(r[o], o) for o in info.objectives],
             *[_fmt(r.get(c), c) for c in cols],
-            *[_latency_cell(r, c) for c in lat],
+            *[_latency_cell(r, c, wide) for c in lat],
             style="bold" if knee else None,
         )
     for _, r in info.references.iterrows():
@@ -200,7 +202,7 @@ def _print(info, written: list[str], wide: bool = False) -> None:  # noqa: ANN00
             f"[dim]{r['reference_preset']}[/]",
             *[f"[dim]{_fmt(r[o], o)}[/]" for o in info.objectives],
             *[f"[dim]{_fmt(r.get(c), c)}[/]" for c in cols],
-            *[f"[dim]{_latency_cell(r, c)}[/]" for c in lat],
+            *[f"[dim]{_latency_cell(r, c, wide)}[/]" for c in lat],
         )
     con.print(t)
     if info.front.empty:
@@ -220,23 +222,23 @@ def _print(info, written: list[str], wide: bool = False) -> None:  # noqa: ANN00
         con.print(f"wrote {w}")
 
 
-_LATENCY_HEADERS = {"latency_source": "measured by", "latency_change": "first ms (re-measure)"}
+_LATENCY_HEADERS = {"latency_source": "measured by", "latency_change": "1st ms"}
 
 
 def _latency_columns(front, wide: bool = False) -> list[str]:  # noqa: ANN001 - DataFrame
-    """Where the value came from (measured / predicted / cached, flagged: with --wide, or when a trial
-    was flagged); the first value and how far the re-measure moved it once the front was re-measured."""
+    """With --wide, where the value came from (measured / predicted / cached, flagged; the drift line under
+    the table counts flagged trials); the first value once the front was re-measured (--wide: and how far
+    the re-measure moved it)."""
     cols = []
     src = front["latency_source"] if "latency_source" in front.columns else None
-    flagged = "latency_flagged" in front.columns and front["latency_flagged"].fillna(False).astype(bool).any()
-    if src is not None and src.notna().any() and (wide or flagged):
+    if src is not None and src.notna().any() and wide:
         cols.append("latency_source")
     if "latency_remeasured" in front.columns and front["latency_remeasured"].fillna(False).astype(bool).any():
         cols.append("latency_change")
     return cols
 
 
-def _latency_cell(r, c: str) -> str:  # noqa: ANN001 - a frame row
+def _latency_cell(r, c: str, wide: bool = True) -> str:  # noqa: ANN001 - a frame row
     import math
 
     if c == "latency_source":
@@ -247,7 +249,7 @@ def _latency_cell(r, c: str) -> str:  # noqa: ANN001 - a frame row
     v, first = r.get("latency_change"), r.get("latency_first_ms")
     if not isinstance(v, float) or math.isnan(v):
         return "-"
-    return f"{first:.3f} ({v:+.1%})"
+    return f"{first:.3f} ({v:+.1%})" if wide else f"{first:.3f}"
 
 
 def drift_line(flags: dict[str, int], experiment: dict | None) -> str:

@@ -102,8 +102,9 @@ def run_experiment(exp: Experiment, *, as_json: bool = False, show_progress: boo
     from nas.cli.progress import describe_best
 
     c = summary.counts
+    refs = len(exp.reference_presets)
     print(f"study {exp.study_name}: {c['COMPLETE']} complete, {c['PRUNED']} pruned, {c['FAIL']} failed "
-          f"(target {summary.target})")
+          f"(target {summary.target} candidates{f', beside {refs} reference preset(s)' if refs else ''})")
     print(f"best of each objective (separate trials): {describe_best(summary.best, summary.best_trial)}")
     if summary.feasible_share is not None:
         print(f"feasible share (within budget): {summary.feasible_share:.0%}")
