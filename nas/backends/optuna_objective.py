@@ -244,14 +244,14 @@ class TrialObjective:
         try:
             arch = self.space.sample(trial, fits=exp.fits)
             self._skip_duplicate(study, trial, arch)
-            width_of = getattr(self.space, "width_of", None)  # budget-aware sampling records width_q, not width
-            width = width_of(arch) if width_of is not None else None
-            if width is not None:
-                trial.set_user_attr("width", float(width))
             limit = exp.search.trial_timeout_s
             deadline = time.monotonic() + limit if limit else None
             buffer = _AttrBuffer(trial)
             buffer.put("worker", f"{socket.gethostname()}:{os.getpid()}")
+            width_of = getattr(self.space, "width_of", None)  # budget-aware sampling records width_q, not width
+            width = width_of(arch) if width_of is not None else None
+            if width is not None:
+                buffer.put("width", float(width))
             with _alarm(limit):
                 try:
                     res = self.evaluate(arch, exp, _TrialReporter(study, trial, exp, self.stopper),
