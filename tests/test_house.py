@@ -238,6 +238,7 @@ def test_reference_presets_run_beside_the_target_and_are_never_the_best(tmp_path
     done = [t for t in study.get_trials() if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     candidates = [t for t in done if not t.user_attrs.get("reference_preset")]
     assert len(candidates) == 3 and len(done) == 4
+    assert all(t.user_attrs["width"] in (0.25, 0.5) for t in candidates)  # optuna-dashboard shows the width
     from nas.analysis.summary import summarize
 
     s = summarize(study)
