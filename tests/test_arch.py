@@ -190,7 +190,7 @@ def test_space_sampling_contains_hash_and_registry() -> None:
     assert space.space_hash() == get_space("shufflenet_v1", groups=(3, 8), widths=(0.5, 1.0)).space_hash()
     assert space.space_hash() != ShuffleNetV1Space().space_hash()
     with pytest.raises(ValueError, match="already registered"):
-        register_family(get_family("shufflenet_v1"))
+        register_family(get_family("shufflenet_v1").model, ShuffleNetV1Space)
     with pytest.raises(ValueError, match="space.groups: 5 is not one of"):
         ShuffleNetV1Space(groups=(5,))
     # labelled choices replay to the same arch (Ray configs, Optuna params)

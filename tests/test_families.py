@@ -19,8 +19,16 @@ import torch
 
 from nas.deploy.standalone import load_module, render_model_source
 from objectives.flops import analytic_macs, analytic_params, count_params, hook_macs, ptflops_macs
-from search_spaces import ArchBase, RandomTrial, build_model, get_family, get_space, list_families, preset
-from search_spaces.core import FixedTrial
+from search_spaces import (
+    ArchBase,
+    FixedTrial,
+    RandomTrial,
+    build_model,
+    get_family,
+    get_space,
+    list_families,
+    preset,
+)
 
 FAMILIES = list_families()
 HW = (32, 32)
@@ -154,7 +162,7 @@ def test_space_module_does_not_import_ray() -> None:
     import subprocess
     import sys
 
-    code = "import sys, search_spaces.space, search_spaces; print('ray' in sys.modules)"
+    code = "import sys, search_spaces.sampling, search_spaces; print('ray' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 
@@ -234,14 +242,26 @@ def test_latency_table_parts_cover_the_space_and_chain_to_the_model(family: str)
     for arch in archs(family, 3, seed=6, small_input=True, num_classes=10):
         parts = arch_parts(arch, shape)
         assert {p.key for p in parts} <= keys  # every part of a sampled arch is in the table
-        x = torch.randn(1, *shape)
+        # the parts' input shapes are the shapes the model's stem, units and head really see
         model = build_model(arch).eval()
+        seen: list[tuple[int, ...]] = []
+        hooks = [m.register_forward_pre_hook(lambda _m, a, seen=seen: seen.append(tuple(a[0].shape[1:])))
+                 for m in _units(model.features)]
         with torch.no_grad():
-            y = x
-            for p in parts:
-                assert tuple(y.shape[1:]) == p.input_shape
-                y = p.module()(y)
-            assert y.shape == model(x).shape
+            model(torch.randn(1, *shape))
+        for h in hooks:
+            h.remove()
+        assert [p.kind for p in parts] == ["stem", *["unit"] * len(seen), "head"]
+        assert [p.input_shape for p in parts] == [shape, *seen, tuple(model.features(
+            model.maxpool(model.stem(torch.randn(1, *shape)))).shape[1:])]
+
+
+def _units(seq: torch.nn.Module) -> list[torch.nn.Module]:
+    """The units of a model's `features`, nested Sequentials (a ResNeXt's stages) opened."""
+    out = []
+    for m in seq.children():
+        out.extend(_units(m) if isinstance(m, torch.nn.Sequential) else [m])
+    return out
 
 
 def test_lut_build_takes_a_family() -> None:
