@@ -105,7 +105,7 @@ def render_model_source(
              f"(PyTorch and the standard library only; no search space), then the architecture as data. "
              f"{weights_note}")
     head = _HEADER.format(
-        title=_safe(title), intro=_wrap(intro), objectives="\n".join(lines), found=_wrap(found, "    "),
+        title=_safe(title), intro=_wrap(intro), objectives="\n".join(lines), found=_wrap(found, "    ", 82),
         io_note=io_note or "as recorded by the search", in_channels=arch.in_channels, example_hw=hw,
     )
     src = head + network_source(arch.family) + _FOOTER.format(arch=_literal(arch.to_dict()), example_hw=hw)
@@ -117,11 +117,11 @@ def _safe(text: str) -> str:
     return text.replace('"""', "'''")
 
 
-def _wrap(text: str, indent: str = "") -> str:
+def _wrap(text: str, indent: str = "", width: int = 100) -> str:
     """Docstring prose at 100 columns."""
     import textwrap
 
-    return "\n".join(textwrap.wrap(_safe(text), 100, subsequent_indent=indent))
+    return "\n".join(textwrap.wrap(_safe(text), width, subsequent_indent=indent))
 
 
 def _literal(arch: dict[str, Any]) -> str:
