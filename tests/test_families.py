@@ -277,3 +277,77 @@ def test_lut_build_takes_a_family() -> None:
     bad = lut("--family", "resnext", "--groups", "3")
     assert bad.returncode == 2 and "family 'resnext' has no such bound" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_scalar_where_a_list_belongs_names_the_key(family: str) -> None:
+    """Fails before the fix: `widths: 0.5` gave "'float' object is not iterable" (no key named)."""
+    from nas.experiment import ExperimentError, validate_experiment
+
+    base = {"name": "t", "budget": {"max_mmacs": 400}}
+    default = get_space(family)
+    lists = [f for f, v in vars(default).items() if isinstance(v, tuple)]
+    assert "widths" in lists and "repeats" in lists
+    for key in lists:
+        with pytest.raises(ExperimentError) as e:
+            validate_experiment({**base, "space": {"family": family, key: 0.5}}, "f.yaml")
+        msg = str(e.value)
+        assert msg.startswith(f"f.yaml: space.{key}: must be a list such as [") and msg.endswith("got 0.5"), msg
+        assert "\n" not in msg
+    with pytest.raises(ExperimentError) as e:
+        validate_experiment({**base, "space": {"family": family, "repeats": [2, [1, 2]]}}, "f.yaml")
+    assert str(e.value).startswith("f.yaml: space.repeats[0]: must be a [low, high] list such as [")
+    assert str(e.value).endswith("got 2")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_latency_references_lie_near_the_space(family: str) -> None:
+    """Every candidate of the family's default space up to its largest reference (the space's
+    smallest included) has a drift reference within 3x its MACs at the deploy input (ResNeXt's
+    only reference was resnext50_32x4d, 4230 MMACs)."""
+    import math
+
+    from objectives.latency.drift import nearest_reference
+
+    refs = get_family(family).LATENCY_REFERENCES
+    assert refs and all(family_of_preset_is(n, family) for n in refs)
+    space, rng = get_space(family), random.Random(0)
+    top = max(analytic_macs(preset(n)) for n in refs)
+    checked = 0
+    for arch in [space.sample(RandomTrial(rng)) for _ in range(30)] + space.extremes():
+        macs = analytic_macs(arch)
+        if macs > top:
+            continue
+        checked += 1
+        near = analytic_macs(preset(nearest_reference(arch, refs, (3, 224, 224))))
+        assert abs(math.log(near / macs)) < math.log(3), (arch, macs, near)
+    assert checked >= 5
+
+
+def family_of_preset_is(name: str, family: str) -> bool:
+    from search_spaces import family_of_preset
+
+    fam = family_of_preset(name)
+    return fam is not None and fam.name == family
+
+
+def test_resnext_cifar_candidates_get_a_reference_of_their_size() -> None:
+    """Fails before the fix: experiments/resnext_cifar.yaml's 55-400 MMACs candidates were timed
+    against resnext50_32x4d (4230 MMACs, 62 ms)."""
+    from nas.experiment import load_experiment
+    from nas.timing.measure import references
+    from objectives.latency.drift import nearest_reference
+
+    exp = load_experiment(Path(__file__).parents[1] / "experiments" / "resnext_cifar.yaml")
+    space, rng = exp.build_space(), random.Random(1)
+    shape = exp.deploy.shape
+    seen = 0
+    for _ in range(40):
+        arch = space.sample(RandomTrial(rng), fits=exp.fits)
+        if not exp.fits(arch):
+            continue
+        seen += 1
+        ref = preset(nearest_reference(arch, references(exp), shape))
+        ratio = analytic_macs(ref, shape[1:]) / analytic_macs(arch, shape[1:])
+        assert 0.5 <= ratio <= 2, (arch, ratio)
+    assert seen >= 20
