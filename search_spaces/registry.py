@@ -125,9 +125,11 @@ def network_source(name: str, roots: tuple[str, ...] = ("Arch", "build_model")) 
     for bound, (module, real) in imports.items():
         if bound in used:
             head.setdefault(module, []).append(real if bound == real else f"{real} as {bound}")
-    lines = [f"import {n}" for n in sorted(head.pop(None, []))]
-    lines += [f"from {m} import {', '.join(sorted(ns))}" for m, ns in head.items()]
-    return "\n".join(lines) + "\n\n\n" + "\n\n\n".join(src for _d, _u, src in chosen) + "\n"
+    ordered = sorted((n, f"import {n}") for n in head.pop(None, []))
+    ordered += sorted((m, f"from {m} import {', '.join(sorted(ns))}") for m, ns in head.items())
+    stdlib = [line for root, line in ordered if root.split(".")[0] != "torch"]
+    torch = [line for root, line in ordered if root.split(".")[0] == "torch"]
+    return "\n".join([*stdlib, "", *torch]) + "\n\n\n" + "\n\n\n".join(src for _d, _u, src in chosen) + "\n"
 
 
 def _defined(node: ast.stmt) -> set[str]:

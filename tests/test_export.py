@@ -147,8 +147,10 @@ def test_export_refuses_a_non_empty_out_unless_force(tmp_path: Path, make_study:
     err = capsys.readouterr().err
     assert "--out" in err and "not empty" in err and "--force" in err and len(err.strip().splitlines()) == 1
     assert (out / "model.py").read_text() == "edited"  # nothing written
+    (out / "model.onnx").write_bytes(b"an earlier export's")
     assert main([*argv, "--force"]) == 0
     assert (out / "model.py").read_text() == first and (out / "notes.txt").read_text() == "mine"
+    assert not (out / "model.onnx").exists()  # no stale file beside the new model.py
 
 
 def _write_weights(tmp: Path, study_url: str, trial: int) -> torch.nn.Module:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+#: every file an export may write into its folder
+EXPORT_FILES = ("model.py", "arch.json", "model.onnx", "weights.safetensors", "state_dict.pt")
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -28,7 +31,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     which.add_argument("--all-pareto", action="store_true", help="one subfolder trial_N per Pareto trial")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="output folder; refused when it exists and is not empty, unless --force")
-    p.add_argument("--force", action="store_true", help="write into a non-empty --out, replacing its files")
+    p.add_argument("--force", action="store_true",
+                   help="write into a non-empty --out: an earlier export's files there are replaced or removed")
     p.add_argument("--objectives", default=None, help="objectives for the front/knee (default: the study's)")
     p.add_argument("--onnx", action="store_true", help="also write model.onnx (single file, opset 17)")
     p.add_argument("--weights", action="store_true",
@@ -94,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
     results = []
     for ch in choices:
         dest = out / f"trial_{ch.number}" if args.all_pareto else out
+        for name in EXPORT_FILES:  # --force: no earlier export's weights or ONNX beside this model.py
+            (dest / name).unlink(missing_ok=True)
         results.append(
             export_trial(study, storage, df, ch.number, dest, reason=ch.reason, weights=args.weights,
                          onnx=args.onnx, deploy=args.deploy, objectives=info.objectives)
