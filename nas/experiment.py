@@ -138,7 +138,7 @@ class DriftSection(_Strict):
     @field_validator("reference")
     @classmethod
     def _reference(cls, v: str | list[str] | None) -> str | list[str] | None:
-        from search_spaces import PRESETS
+        from search_spaces import PRESETS, unknown_preset
 
         names = [v] if isinstance(v, str) else (v or [])
         if isinstance(v, list) and not v:
@@ -146,7 +146,7 @@ class DriftSection(_Strict):
         for i, n in enumerate(names):
             if n not in PRESETS:
                 where = f"[{i}] " if isinstance(v, list) else ""
-                raise ValueError(f"{where}unknown preset {n!r} (known: {', '.join(PRESETS)})")
+                raise ValueError(f"{where}{unknown_preset(n, PRESETS)}")
         return v
 
 
@@ -542,12 +542,11 @@ def check_feasible(exp: Experiment, source: str) -> None:
             f"got min_mmacs {b.min_mmacs:g}"
         )
     if exp.reference_presets:
-        from search_spaces import PRESETS
+        from search_spaces import PRESETS, unknown_preset
 
         for i, name in enumerate(exp.reference_presets):
             if name not in PRESETS:
-                raise ExperimentError(f"{source}: reference_presets[{i}]: unknown preset {name!r} "
-                                      f"(known: {', '.join(PRESETS)})")
+                raise ExperimentError(f"{source}: reference_presets[{i}]: {unknown_preset(name, PRESETS)}")
             try:
                 reference_params(exp, name)
             except ValueError as e:

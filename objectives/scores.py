@@ -8,7 +8,7 @@ latency in milliseconds, parameters in millions.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 DIRECTIONS: tuple[str, ...] = ("maximize", "minimize")
@@ -61,16 +61,6 @@ def validate_objectives(names: Iterable[str]) -> list[str]:
 def directions(names: Iterable[str]) -> list[str]:
     """Optuna directions ("maximize"/"minimize") for the objective names, in order."""
     return [OBJECTIVES[n].direction for n in validate_objectives(names)]
-
-
-def objective_vector(values: Mapping[str, float], names: Iterable[str]) -> list[float]:
-    """The values of the named objectives, in order, as floats (what `study.tell` takes)."""
-    out = []
-    for n in validate_objectives(names):
-        if n not in values:
-            raise ValueError(f"objective {n!r} has no value; got values for {sorted(values)}")
-        out.append(float(values[n]))
-    return out
 
 
 def scalarized(

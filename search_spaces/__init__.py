@@ -1,8 +1,9 @@
-"""What can be searched: architecture families, their spaces, builders and presets.
+"""What can be searched: architecture families, their networks, presets and spaces.
 
-Each family is one module; this file registers them by name and offers the generic
-entry points (`preset`, `build_model`, `get_space`, `Arch.from_dict`) that dispatch on
-an architecture's `family`.
+Each family is a model module (the network: `shufflenet_v1.py`) and a space module beside
+it (the search space: `shufflenet_v1_space.py`); this file registers them by name and
+offers the generic entry points (`preset`, `build_model`, `get_space`, `Arch.from_dict`)
+that dispatch on an architecture's `family`.
 """
 
 from __future__ import annotations
@@ -15,23 +16,27 @@ from torch import nn
 from . import resnext as _resnext
 from . import shufflenet_v1 as _v1
 from . import shufflenet_v2 as _v2
-from .core import ArchBase, Block, MacsPart, RandomTrial, SpaceBase
-from .registry import family_of, family_of_preset, get_family, get_space, list_families, list_spaces, register_family
-from .shuffle import channel_shuffle
-from .shufflenet_v1 import (
-    KERNELS,
-    PLACEMENTS,
-    Arch,
-    ShuffleNetV1Space,
-    StageSpec,
-    make_arch,
-    shufflenet_v1,
-    stage_channels,
+from .network import ArchBase, Block, MacsPart, unknown_preset
+from .registry import (
+    Family,
+    family_of,
+    family_of_preset,
+    get_family,
+    get_space,
+    list_families,
+    list_spaces,
+    register_family,
 )
+from .resnext_space import ResNeXtSpace
+from .sampling import FixedTrial, RandomTrial, SpaceBase
+from .shuffle import channel_shuffle
+from .shufflenet_v1 import KERNELS, PLACEMENTS, Arch, StageSpec, make_arch, shufflenet_v1, stage_channels
+from .shufflenet_v1_space import ShuffleNetV1Space
+from .shufflenet_v2_space import ShuffleNetV2Space
 
-register_family(_v1)
-register_family(_v2)
-register_family(_resnext)
+register_family(_v1, ShuffleNetV1Space)
+register_family(_v2, ShuffleNetV2Space)
+register_family(_resnext, ResNeXtSpace)
 
 
 class _Presets(Mapping[str, str]):
@@ -57,8 +62,7 @@ def preset(name: str) -> Any:
     """A preset of any family by its torchvision-style name, e.g. `resnext50_32x4d`."""
     fam = family_of_preset(name)
     if fam is None:
-        known = ", ".join(PRESETS)
-        raise ValueError(f"unknown preset {name!r}; known presets: {known}")
+        raise ValueError(unknown_preset(name, PRESETS, [next(iter(get_family(f).PRESETS)) for f in list_families()]))
     return fam.preset(name)
 
 
@@ -74,9 +78,13 @@ __all__ = [
     "Arch",
     "ArchBase",
     "Block",
+    "Family",
+    "FixedTrial",
     "MacsPart",
     "RandomTrial",
+    "ResNeXtSpace",
     "ShuffleNetV1Space",
+    "ShuffleNetV2Space",
     "SpaceBase",
     "StageSpec",
     "build_model",
@@ -92,4 +100,5 @@ __all__ = [
     "register_family",
     "shufflenet_v1",
     "stage_channels",
+    "unknown_preset",
 ]

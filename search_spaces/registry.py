@@ -1,48 +1,67 @@
-"""Family name -> family module: the one place `nas/` and `objectives/` look families up.
+"""Family name -> family: the one place `nas/` and `objectives/` look families up.
 
-A family is one module (see `shufflenet_v1.py`) defining `Arch`, `build_model`,
-`PRESETS` and `preset`, `Space`, `macs_breakdown`, `analytic_params`, `summary`,
-`blocks` and `block_module`. `search_spaces/__init__.py` registers each by name;
-a duplicate name raises instead of silently overwriting.
+A family is a model module (see `shufflenet_v1.py`: `Arch`, `build_model`, `PRESETS`,
+`preset`, `LATENCY_REFERENCES`, `macs_breakdown`, `analytic_params`, `summary`, `blocks`)
+and a search space class beside it (`shufflenet_v1_space.py`). `search_spaces/__init__.py`
+registers each pair by name; a duplicate name raises instead of silently overwriting.
 """
 
 from __future__ import annotations
 
+import ast
+import inspect
+import sys
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-#: the attributes a family module must define
-FAMILY_API = ("Arch", "build_model", "PRESETS", "preset", "Space", "macs_breakdown", "analytic_params",
-              "summary", "blocks", "block_module")
+#: the attributes a family's model module must define
+FAMILY_API = ("Arch", "build_model", "PRESETS", "preset", "LATENCY_REFERENCES", "macs_breakdown",
+              "analytic_params", "summary", "blocks")
 #: the family of experiment files and arch JSON that name none (the project's first)
 DEFAULT_FAMILY = "shufflenet_v1"
 
-_FAMILIES: dict[str, ModuleType] = {}
+
+@dataclass(frozen=True)
+class Family:
+    """A registered family: its model module (whose names it answers for) and its `Space`."""
+
+    name: str
+    model: ModuleType
+    Space: type
+
+    def __getattr__(self, attr: str) -> Any:  # fam.PRESETS, fam.build_model, ...: the model module's
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        return getattr(object.__getattribute__(self, "model"), attr)
 
 
-def register_family(module: ModuleType) -> ModuleType:
-    missing = [a for a in FAMILY_API if not hasattr(module, a)]
+_FAMILIES: dict[str, Family] = {}
+
+
+def register_family(model: ModuleType, space: type) -> Family:
+    missing = [a for a in FAMILY_API if not hasattr(model, a)]
     if missing:
-        raise TypeError(f"family module {module.__name__} lacks {missing}")
-    name = module.Arch.FAMILY
+        raise TypeError(f"family module {model.__name__} lacks {missing}")
+    name = model.Arch.FAMILY
     if name in _FAMILIES:
         raise ValueError(f"family {name!r} is already registered")
     for other in _FAMILIES.values():
-        clash = set(other.PRESETS) & set(module.PRESETS)
+        clash = set(other.PRESETS) & set(model.PRESETS)
         if clash:
             raise ValueError(f"family {name!r}: preset names {sorted(clash)} are already taken")
-    _FAMILIES[name] = module
-    return module
+    _FAMILIES[name] = Family(name, model, space)
+    return _FAMILIES[name]
 
 
-def get_family(name: str) -> ModuleType:
+def get_family(name: str) -> Family:
     if name not in _FAMILIES:
         raise ValueError(f"unknown family {name!r}; known: {sorted(_FAMILIES)}")
     return _FAMILIES[name]
 
 
-def family_of(arch: Any) -> ModuleType:
-    """The module of an architecture's family (dispatch on its `family` field)."""
+def family_of(arch: Any) -> Family:
+    """The family of an architecture (dispatch on its `family` field)."""
     return get_family(getattr(arch, "family", None) or type(arch).__name__)
 
 
@@ -50,7 +69,7 @@ def list_families() -> list[str]:
     return sorted(_FAMILIES)
 
 
-def family_of_preset(name: str) -> ModuleType | None:
+def family_of_preset(name: str) -> Family | None:
     for fam in _FAMILIES.values():
         if name in fam.PRESETS:
             return fam
@@ -66,25 +85,63 @@ def list_spaces() -> list[str]:
     return list_families()
 
 
+# ---------------------------------------------------------------------------- export
 
-def standalone_source(name: str) -> str:
-    """`core.py`, `shuffle.py` and the family's module as one torch + stdlib source.
 
-    The package-relative imports are dropped (their names are defined above them in the
-    result) and the `__future__` import is left to the caller, which must put it first.
-    This is how an export ships the very code the search built, not a second copy.
+def network_source(name: str, roots: tuple[str, ...] = ("Arch", "build_model")) -> str:
+    """The family's network as one torch + stdlib source: every top-level definition of
+    `network.py`, `shuffle.py` and the model module that `roots` need, transitively, in
+    their original order, under the imports they use.
+
+    This is how an export ships the very code the search built with, and no more: no
+    presets, MACs counters, latency parts or search space. The `__future__` import is left
+    to the caller, which must put it first.
     """
-    import inspect
-    import re
-    import sys
+    from . import network, shuffle
 
-    from . import core, shuffle
+    defs: list[tuple[set[str], set[str], str]] = []  # (names defined, names used, source)
+    imports: dict[str, tuple[str | None, str]] = {}  # bound name -> (module or None, imported name)
+    for mod in (network, shuffle, sys.modules[get_family(name).model.__name__]):
+        src = inspect.getsource(mod)
+        lines = src.splitlines()
+        for node in ast.parse(src).body:
+            if isinstance(node, ast.ImportFrom) and node.module != "__future__" and not node.level:
+                imports.update({a.asname or a.name: (node.module, a.name) for a in node.names})
+            elif isinstance(node, ast.Import):
+                imports.update({a.asname or a.name: (None, a.name) for a in node.names})
+            elif isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.Assign, ast.AnnAssign)):
+                defs.append((_defined(node), {n.id for n in ast.walk(node) if isinstance(n, ast.Name)},
+                             _segment(lines, node)))
+    wanted, queue = set(), list(roots)
+    while queue:
+        n = queue.pop()
+        for defined, used, _src in defs:
+            if n in defined and n not in wanted:
+                wanted |= defined
+                queue.extend(used - wanted)
+    chosen = [d for d in defs if d[0] & wanted]
+    used = set().union(*(d[1] for d in chosen))
+    head: dict[str | None, list[str]] = {}
+    for bound, (module, real) in imports.items():
+        if bound in used:
+            head.setdefault(module, []).append(real if bound == real else f"{real} as {bound}")
+    ordered = sorted((n, f"import {n}") for n in head.pop(None, []))
+    ordered += sorted((m, f"from {m} import {', '.join(sorted(ns))}") for m, ns in head.items())
+    stdlib = [line for root, line in ordered if root.split(".")[0] != "torch"]
+    torch = [line for root, line in ordered if root.split(".")[0] == "torch"]
+    return "\n".join([*stdlib, "", *torch]) + "\n\n\n" + "\n\n\n".join(src for _d, _u, src in chosen) + "\n"
 
-    family = sys.modules[get_family(name).__name__]
-    relative = re.compile(r"^from \.\w* import (\([^)]*\)|[^\n]*)\n", re.M)
-    future = re.compile(r"^from __future__ import annotations\n", re.M)
-    chunks = []
-    for mod in (core, shuffle, family):
-        src = future.sub("", relative.sub("", inspect.getsource(mod)))
-        chunks.append(f"# {'-' * 70} {mod.__name__}\n\n{src.strip()}\n")
-    return "\n\n".join(chunks)
+
+def _defined(node: ast.stmt) -> set[str]:
+    if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+        return {node.name}
+    targets = node.targets if isinstance(node, ast.Assign) else [node.target]  # type: ignore[attr-defined]
+    return {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+
+
+def _segment(lines: list[str], node: ast.stmt) -> str:
+    """A definition's lines with its decorators and the `#:` comment lines right above it."""
+    start = min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", []))]) - 1
+    while start > 0 and lines[start - 1].startswith("#:"):
+        start -= 1
+    return "\n".join(lines[start:node.end_lineno])

@@ -1,35 +1,22 @@
-"""ResNeXt (and ResNet as cardinality 1): architecture data, blocks, model, presets, space, MACs, parts.
+"""ResNeXt (and ResNet as cardinality 1): architecture data, blocks, model, presets, MACs, parts.
 
 torchvision's layout ("ResNet V1.5": the stride sits on the grouped 3x3 conv) with the
 bottleneck width `int(planes * base_width / 64) * cardinality`, so the presets equal
 torchvision's models in parameters and MACs. ShuffleNet's grouped pointwise convolutions
 come from this cardinality; here it is searched with the base width, the stage repeats
-and a width multiplier. Imports only torch, the standard library and `core` (export).
+and a width multiplier (`resnext_space.py`). Imports only torch, the standard library and
+`network` (export ships the code `build_model` needs).
 """
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from .core import (
-    ArchBase,
-    Block,
-    MacsPart,
-    SpaceBase,
-    TrialLike,
-    cat,
-    check_int,
-    conv_out,
-    integer,
-    parse_records,
-    require,
-    round_to_multiple,
-)
+from .network import ArchBase, Block, MacsPart, check_int, conv_out, round_to_multiple, unknown_preset
 
 EXPANSION = 4  # a bottleneck's output is 4x its planes
 
@@ -67,29 +54,17 @@ class Arch(ArchBase):
     small_input: bool = False
     family: str = field(default="resnext")
 
-    @classmethod
-    def _parse(cls, data: dict[str, Any], source: str) -> Arch:
-        require(data, ("stem_channels", "stages"), source)
-        return cls(**{**data, "stages": parse_records(data, "stages", ResNeXtStage, ("planes", "repeats"), source)})
+    STAGE: ClassVar[type] = ResNeXtStage
+    STAGE_KEYS: ClassVar[tuple[str, ...]] = ("planes", "repeats")
+    FIRST_STAGE: ClassVar[int] = 1
 
-    def validate(self) -> Arch:
-        """Raise ValueError naming the stage, the field, the rule and the value."""
-        check_int("stem_channels", self.stem_channels, 1)
-        self._check_io()
-        if not isinstance(self.stages, tuple) or not self.stages:
-            raise ValueError("stages must be a non-empty tuple of ResNeXtStage")
-        for i, s in enumerate(self.stages):
-            name = f"stage {i + 1}"
-            check_int(f"{name}: planes", s.planes, 1)
-            check_int(f"{name}: repeats", s.repeats, 1)
-            check_int(f"{name}: cardinality", s.cardinality, 1)
-            check_int(f"{name}: base_width", s.base_width, 1)
-            if s.planes * s.base_width < 64:
-                raise ValueError(
-                    f"{name}: planes*base_width/64 must be >= 1 (the width per group), "
-                    f"got {s.planes}*{s.base_width}/64"
-                )
-        return self
+    def _check_stage(self, name: str, index: int, s: ResNeXtStage, in_ch: int) -> int:
+        for key in ("planes", "repeats", "cardinality", "base_width"):
+            check_int(f"{name}: {key}", getattr(s, key), 1)
+        if s.planes * s.base_width < 64:
+            raise ValueError(f"{name}: planes*base_width/64 must be >= 1 (the width per group), "
+                             f"got {s.planes}*{s.base_width}/64")
+        return s.planes * EXPANSION
 
     @property
     def out_channels(self) -> int:
@@ -186,93 +161,38 @@ def make_arch(
 
 # ---------------------------------------------------------------------------- presets
 
-#: torchvision's names -> (cardinality, base width, stage repeats)
-_PRESETS: dict[str, tuple[int, int, tuple[int, ...]]] = {
-    "resnet50": (1, 64, (3, 4, 6, 3)),
-    "resnet101": (1, 64, (3, 4, 23, 3)),
-    "resnext50_32x4d": (32, 4, (3, 4, 6, 3)),
-    "resnext101_32x8d": (32, 8, (3, 4, 23, 3)),
-    "resnext101_64x4d": (64, 4, (3, 4, 23, 3)),
+#: torchvision's names -> (cardinality, base width, stage repeats, width multiplier)
+_PRESETS: dict[str, tuple[int, int, tuple[int, ...], float]] = {
+    "resnet50": (1, 64, (3, 4, 6, 3), 1.0),
+    "resnet101": (1, 64, (3, 4, 23, 3), 1.0),
+    "resnext50_32x4d": (32, 4, (3, 4, 6, 3), 1.0),
+    "resnext101_32x8d": (32, 8, (3, 4, 23, 3), 1.0),
+    "resnext101_64x4d": (64, 4, (3, 4, 23, 3), 1.0),
 }
-#: drift-aware latency's reference networks (the nearest in MACs is used)
-LATENCY_REFERENCES = ("resnext50_32x4d",)
+#: small members, not torchvision's: resnext{depth}_{cardinality}x{base width}d_x{width multiplier}
+#: (depth 14: one block a stage, 26: two), so drift-aware latency has a reference near the space's
+#: candidates at 224x224 (61 to 2402 MMACs, about 2x apart) instead of only resnext50_32x4d's 4230
+_PRESETS.update({
+    "resnext14_4x4d_x0_25": (4, 4, (1, 1, 1, 1), 0.25),
+    "resnext14_32x4d_x0_25": (32, 4, (1, 1, 1, 1), 0.25),
+    "resnext26_8x4d_x0_5": (8, 4, (2, 2, 2, 2), 0.5),
+    "resnext26_32x4d_x0_5": (32, 4, (2, 2, 2, 2), 0.5),
+    "resnext50_32x4d_x0_5": (32, 4, (3, 4, 6, 3), 0.5),
+    "resnext50_32x4d_x0_75": (32, 4, (3, 4, 6, 3), 0.75),
+})
+#: drift-aware latency's reference networks (objectives/latency/drift.py picks the nearest in MACs)
+LATENCY_REFERENCES = ("resnext14_4x4d_x0_25", "resnext14_32x4d_x0_25", "resnext26_8x4d_x0_5", "resnext26_32x4d_x0_5",
+                      "resnext50_32x4d_x0_5", "resnext50_32x4d_x0_75", "resnext50_32x4d")
 
 PRESETS: tuple[str, ...] = tuple(_PRESETS)
 
 
 def preset(name: str) -> Arch:
-    """torchvision's network of that name (224x224, 1000 classes)."""
+    """A preset by name (224x224, 1000 classes): torchvision's networks and the small references."""
     if name not in _PRESETS:
-        raise ValueError(f"unknown preset {name!r}; known ResNeXt presets: {', '.join(PRESETS)}")
-    c, b, r = _PRESETS[name]
-    return make_arch(cardinality=c, base_width=b, repeats=r)
-
-
-# ---------------------------------------------------------------------------- space
-
-
-@dataclass(frozen=True)
-class ResNeXtSpace(SpaceBase):
-    """Cardinality x base width (the paper's trade at equal complexity), depth and width."""
-
-    cardinalities: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
-    base_widths: tuple[int, ...] = (4, 8, 16, 32, 64)
-    widths: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
-    repeats: tuple[tuple[int, int], ...] = ((1, 3), (1, 4), (1, 6), (1, 3))
-    in_channels: int = 3
-    num_classes: int = 1000
-    small_input: bool = False
-    name: str = field(default="resnext")
-
-    def __post_init__(self) -> None:
-        self._freeze()
-        self._nonempty("cardinalities", "base_widths", "widths", "repeats")
-        # any positive ints: the paper's equal-complexity pairs use base widths 14, 24 and 40
-        self._check_ints("cardinalities", 1, 128)
-        self._check_ints("base_widths", 1, 256)
-        self._check_widths()
-        self._check_repeats(self.repeats, high=40)
-
-    def _stages(self) -> list[str]:
-        return [f"stage{i + 1}" for i in range(len(self.repeats))]
-
-    def _choose(self, trial: TrialLike) -> dict[str, Any]:
-        c: dict[str, Any] = {"cardinality": cat(trial, "cardinality", self.cardinalities),
-                             "base_width": cat(trial, "base_width", self.base_widths)}
-        c.update({f"repeats_{s}": integer(trial, f"repeats_{s}", *rr)
-                  for s, rr in zip(self._stages(), self.repeats, strict=True)})
-        return c
-
-    def _build(self, c: dict[str, Any], width: float) -> Arch:
-        return make_arch(cardinality=c["cardinality"], base_width=c["base_width"],
-                         repeats=tuple(c[f"repeats_{s}"] for s in self._stages()), width=width,
-                         in_channels=self.in_channels, num_classes=self.num_classes, small_input=self.small_input)
-
-    def decode(self, arch: Arch) -> dict[str, Any] | None:
-        st = arch.stages
-        if (not isinstance(arch, Arch) or len(st) != len(self.repeats)
-                or len({(s.cardinality, s.base_width) for s in st}) > 1):
-            return None
-        c: dict[str, Any] = {"cardinality": st[0].cardinality, "base_width": st[0].base_width}
-        c.update({f"repeats_{n}": s.repeats for n, s in zip(self._stages(), st, strict=True)})
-        return c
-
-    def lut_archs(self, classes: int | None = None, in_channels: int | None = None) -> list[Arch]:
-        """Every (cardinality, base width, width) with two blocks per stage: both block kinds."""
-        out = []
-        for card, bw, w in itertools.product(self.cardinalities, self.base_widths, self.widths):
-            try:
-                out.append(make_arch(cardinality=card, base_width=bw, width=w,
-                                     repeats=tuple(min(hi, 2) for _lo, hi in self.repeats),
-                                     in_channels=in_channels or self.in_channels,
-                                     num_classes=classes if classes is not None else self.num_classes,
-                                     small_input=self.small_input))
-            except ValueError:
-                continue
-        return out
-
-
-Space = ResNeXtSpace
+        raise ValueError(unknown_preset(name, PRESETS))
+    c, b, r, w = _PRESETS[name]
+    return make_arch(cardinality=c, base_width=b, repeats=r, width=w)
 
 
 # ---------------------------------------------------------------------------- MACs, params, parts
@@ -348,15 +268,3 @@ def blocks(arch: Arch, input_shape: tuple[int, int, int]) -> list[Block]:
         h, w = conv_out(h, 3, stride, 1), conv_out(w, 3, stride, 1)
     out.append(Block.of("resnext", {"kind": "head", "in_ch": arch.out_channels, "out_ch": arch.num_classes, "h": h, "w": w}))
     return out
-
-
-def block_module(spec: dict[str, Any]) -> nn.Module:
-    """A part as its own module, built from the same layers as the full model."""
-    if spec["kind"] == "stem":
-        small = spec["small_input"]
-        return nn.Sequential(*_stem(spec["in_ch"], spec["out_ch"], small),
-                             nn.Identity() if small else nn.MaxPool2d(3, 2, 1)).eval()
-    if spec["kind"] == "head":
-        return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(spec["in_ch"], spec["out_ch"])).eval()
-    return Bottleneck(spec["in_ch"], spec["planes"], width=spec["width"], cardinality=spec["cardinality"],
-                      stride=spec["stride"]).eval()

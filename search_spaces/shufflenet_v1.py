@@ -1,35 +1,31 @@
-"""ShuffleNet v1: architecture data, blocks, model, channel rule, presets, space, MACs, parts.
+"""ShuffleNet v1 (Zhang et al. 2018): architecture data, blocks, model, channel rule,
+presets, analytic MACs and params, latency parts.
 
-One file per family (timm's order: data, blocks, model, helpers, presets, space). It
-imports only torch, the standard library, `core` and `shuffle`, so `shufflenas export`
-can ship this very code as a torch-only model.py.
+The network alone (timm's order: data, blocks, model, helpers, presets); its search space
+is `shufflenet_v1_space.py`. Imports only torch, the standard library, `network` and
+`shuffle`, so `shufflenas export` can ship the code `build_model` needs as a torch-only
+model.py.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from .core import (
+from .network import (
     ArchBase,
     Block,
     MacsPart,
-    SpaceBase,
-    TrialLike,
-    cat,
+    check_choice,
     check_int,
     conv_out,
-    integer,
-    parse_records,
-    require,
     round_to_multiple,
     stem_out_hw,
+    unknown_preset,
 )
 from .shuffle import channel_shuffle
 
@@ -72,70 +68,39 @@ class Arch(ArchBase):
     small_input: bool = False
     family: str = field(default="shufflenet_v1")
 
-    @classmethod
-    def _parse(cls, data: dict[str, Any], source: str) -> Arch:
-        require(data, ("stem_channels", "stages"), source)
-        stages = parse_records(data, "stages", StageSpec, ("out_channels", "repeats", "groups"), source)
-        return cls(**{**data, "stages": stages})
+    STAGE: ClassVar[type] = StageSpec
+    STAGE_KEYS: ClassVar[tuple[str, ...]] = ("out_channels", "repeats", "groups")
 
-    # -- validation ------------------------------------------------------------------
-    def validate(self) -> Arch:
-        """Raise ValueError naming the stage, the field, the rule and the value."""
-        check_int("stem_channels", self.stem_channels, 1)
-        self._check_io()
-        if not isinstance(self.stages, tuple) or not self.stages:
-            raise ValueError("stages must be a non-empty tuple of StageSpec")
-        in_ch = self.stem_channels
-        for i, s in enumerate(self.stages):
-            name = f"stage {i + 2}"  # the paper numbers the first searched stage 2
-            check_int(f"{name}: out_channels", s.out_channels, 1)
-            check_int(f"{name}: repeats", s.repeats, 1)
-            check_int(f"{name}: groups", s.groups, 1)
-            if s.shuffle not in PLACEMENTS:
-                raise ValueError(f"{name}: shuffle must be one of {list(PLACEMENTS)}, got {s.shuffle!r}")
-            if s.kernel not in KERNELS:
-                raise ValueError(f"{name}: kernel must be one of {list(KERNELS)}, got {s.kernel!r}")
-            if isinstance(s.bottleneck_ratio, bool) or not isinstance(s.bottleneck_ratio, (int, float)) or not (
-                0 < s.bottleneck_ratio <= 1
-            ):
-                raise ValueError(f"{name}: bottleneck_ratio must be in (0, 1], got {s.bottleneck_ratio!r}")
-            g = s.groups
-            mid = s.mid_channels()
-            if s.out_channels % g:
-                raise ValueError(f"{name}: out_channels {s.out_channels} is not divisible by groups={g}")
-            if not float(mid).is_integer() or mid < 1:
-                if s.bottleneck_ratio == 0.25:
-                    raise ValueError(
-                        f"{name}: out_channels {s.out_channels} is not divisible by 4*groups={4 * g}"
-                    )
-                raise ValueError(
-                    f"{name}: out_channels*bottleneck_ratio must be a positive integer, "
-                    f"got {s.out_channels}*{s.bottleneck_ratio}={mid}"
-                )
-            if int(mid) % g:
-                if s.bottleneck_ratio == 0.25:
-                    raise ValueError(
-                        f"{name}: out_channels {s.out_channels} is not divisible by 4*groups={4 * g}"
-                    )
-                raise ValueError(
-                    f"{name}: bottleneck channels {int(mid)} (out_channels*bottleneck_ratio) "
-                    f"are not divisible by groups={g}"
-                )
-            if s.out_channels <= in_ch:
-                raise ValueError(
-                    f"{name}: out_channels {s.out_channels} must exceed its input channels {in_ch} "
-                    "(the stride-2 unit concatenates the input with new channels)"
-                )
-            if (s.out_channels - in_ch) % g:
-                raise ValueError(
-                    f"{name}: out_channels - input channels = {s.out_channels}-{in_ch} is not "
-                    f"divisible by groups={g}"
-                )
-            # the first pointwise conv of every stage but the first is grouped over its input
-            if i > 0 and in_ch % g:
-                raise ValueError(f"{name}: input channels {in_ch} are not divisible by groups={g}")
-            in_ch = s.out_channels
-        return self
+    def _check_stage(self, name: str, index: int, s: StageSpec, in_ch: int) -> int:
+        for key in ("out_channels", "repeats", "groups"):
+            check_int(f"{name}: {key}", getattr(s, key), 1)
+        check_choice(f"{name}: shuffle", s.shuffle, PLACEMENTS)
+        check_choice(f"{name}: kernel", s.kernel, KERNELS)
+        r = s.bottleneck_ratio
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r <= 1:
+            raise ValueError(f"{name}: bottleneck_ratio must be in (0, 1], got {r!r}")
+        g, mid = s.groups, s.mid_channels()
+        if s.out_channels % g:
+            raise ValueError(f"{name}: out_channels {s.out_channels} is not divisible by groups={g}")
+        whole = float(mid).is_integer() and mid >= 1
+        if not whole or int(mid) % g:
+            if r == 0.25:
+                raise ValueError(f"{name}: out_channels {s.out_channels} is not divisible by 4*groups={4 * g}")
+            if not whole:
+                raise ValueError(f"{name}: out_channels*bottleneck_ratio must be a positive integer, "
+                                 f"got {s.out_channels}*{r}={mid}")
+            raise ValueError(f"{name}: bottleneck channels {int(mid)} (out_channels*bottleneck_ratio) "
+                             f"are not divisible by groups={g}")
+        if s.out_channels <= in_ch:
+            raise ValueError(f"{name}: out_channels {s.out_channels} must exceed its input channels {in_ch} "
+                             "(the stride-2 unit concatenates the input with new channels)")
+        if (s.out_channels - in_ch) % g:
+            raise ValueError(f"{name}: out_channels - input channels = {s.out_channels}-{in_ch} is not "
+                             f"divisible by groups={g}")
+        # the first pointwise conv of every stage but the first is grouped over its input
+        if index > 0 and in_ch % g:
+            raise ValueError(f"{name}: input channels {in_ch} are not divisible by groups={g}")
+        return s.out_channels
 
     @property
     def out_channels(self) -> int:
@@ -153,18 +118,8 @@ class ShuffleUnit(nn.Module):
     average-pooled shortcut, ReLU on the branch (the shortcut is already non-negative).
     """
 
-    def __init__(
-        self,
-        in_ch: int,
-        out_ch: int,
-        *,
-        groups: int,
-        stride: int,
-        shuffle: str,
-        kernel: int,
-        mid_ch: int,
-        first_grouped: bool,
-    ) -> None:
+    def __init__(self, in_ch: int, out_ch: int, *, groups: int, stride: int, shuffle: str, kernel: int,
+                 mid_ch: int, first_grouped: bool) -> None:
         super().__init__()
         self.stride = stride
         self.groups = groups
@@ -201,32 +156,18 @@ class ShuffleNetV1(nn.Module):
     def __init__(self, arch: Arch) -> None:
         super().__init__()
         arch.validate()
-        stem_stride = 1 if arch.small_input else 2
         self.stem = nn.Sequential(
-            nn.Conv2d(arch.in_channels, arch.stem_channels, 3, stem_stride, 1, bias=False),
-            nn.BatchNorm2d(arch.stem_channels),
-            nn.ReLU(inplace=True),
-        )
+            nn.Conv2d(arch.in_channels, arch.stem_channels, 3, 1 if arch.small_input else 2, 1, bias=False),
+            nn.BatchNorm2d(arch.stem_channels), nn.ReLU(inplace=True))
         # small inputs (32x32 and below) keep their resolution: no max-pool
         self.maxpool = nn.Identity() if arch.small_input else nn.MaxPool2d(3, 2, 1)
         units: list[nn.Module] = []
         in_ch = arch.stem_channels
         for si, s in enumerate(arch.stages):
-            mid = int(s.mid_channels())
             for r in range(s.repeats):
-                first = r == 0
-                units.append(
-                    ShuffleUnit(
-                        in_ch,
-                        s.out_channels,
-                        groups=s.groups,
-                        stride=2 if first else 1,
-                        shuffle=s.shuffle,
-                        kernel=s.kernel,
-                        mid_ch=mid,
-                        first_grouped=not (si == 0 and first),
-                    )
-                )
+                units.append(ShuffleUnit(in_ch, s.out_channels, groups=s.groups, stride=2 if r == 0 else 1,
+                                         shuffle=s.shuffle, kernel=s.kernel, mid_ch=int(s.mid_channels()),
+                                         first_grouped=not (si == 0 and r == 0)))
                 in_ch = s.out_channels
         self.features = nn.Sequential(*units)
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -313,7 +254,6 @@ def make_arch(
 # ---------------------------------------------------------------------------- presets
 
 PRESET_WIDTHS: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
-_PRESET_RE = re.compile(r"^shufflenet_v1_g(\d+)_x(\d+)_(\d+)$")
 
 
 def preset_name(groups: int, width: float) -> str:
@@ -347,118 +287,9 @@ PRESETS: dict[str, tuple[int, float]] = {
 def preset(name: str) -> Arch:
     """Preset by name, e.g. `shufflenet_v1_g8_x1_0`."""
     if name not in PRESETS:
-        m = _PRESET_RE.match(name)
-        hint = "" if m else " (form: shufflenet_v1_g<groups>_x<width, e.g. 0_5>)"
-        raise ValueError(f"unknown preset {name!r}{hint}; known presets: {', '.join(PRESETS)}")
+        raise ValueError(unknown_preset(name, PRESETS, ("shufflenet_v1_g3_x1_0", "shufflenet_v1_g8_x0_5")))
     g, w = PRESETS[name]
     return shufflenet_v1(groups=g, width=w)
-
-
-# ---------------------------------------------------------------------------- space
-
-
-@dataclass(frozen=True)
-class ShuffleNetV1Space(SpaceBase):
-    """Bounds of the search. Defaults span the paper's knobs and a little beyond."""
-
-    groups: tuple[int, ...] = (1, 2, 3, 4, 8)
-    per_stage_groups: bool = False
-    widths: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
-    repeats: tuple[tuple[int, int], ...] = ((2, 6), (4, 10), (2, 6))
-    placements: tuple[str, ...] = ("before_dw",)
-    kernels: tuple[int, ...] = (3,)
-    bottleneck_ratios: tuple[float, ...] = (0.25,)
-    in_channels: int = 3
-    num_classes: int = 1000
-    small_input: bool = False
-    name: str = field(default="shufflenet_v1")
-
-    #: MACs do not grow monotonically with groups (the channel rule widens with them)
-    ENUMERATE: ClassVar[tuple[str, ...]] = ("groups",)
-
-    def __post_init__(self) -> None:
-        self._freeze()
-        self.validate()
-
-    def validate(self) -> None:
-        self._nonempty("groups", "widths", "placements", "kernels", "bottleneck_ratios", "repeats")
-        self._check_choices("groups", list(BASE_CHANNELS))
-        self._check_widths()
-        self._check_choices("placements", PLACEMENTS)
-        self._check_choices("kernels", KERNELS)
-        self._check_choices("bottleneck_ratios", (0.125, 0.25, 0.5))
-        self._check_repeats(self.repeats)
-
-    @property
-    def n_stages(self) -> int:
-        return len(self.repeats)
-
-    def _stages(self) -> list[str]:
-        return [f"stage{i + 2}" for i in range(self.n_stages)]
-
-    def _choose(self, trial: TrialLike) -> dict[str, Any]:
-        c: dict[str, Any] = {}
-        if self.per_stage_groups:
-            c.update({f"groups_{s}": cat(trial, f"groups_{s}", self.groups) for s in self._stages()})
-        else:
-            c["groups"] = cat(trial, "groups", self.groups)
-        c.update({f"repeats_{s}": integer(trial, f"repeats_{s}", *rr)
-                  for s, rr in zip(self._stages(), self.repeats, strict=True)})
-        c["shuffle"] = cat(trial, "shuffle", self.placements)
-        c.update({f"kernel_{s}": cat(trial, f"kernel_{s}", self.kernels) for s in self._stages()})
-        c["bottleneck_ratio"] = cat(trial, "bottleneck_ratio", self.bottleneck_ratios)
-        return c
-
-    def _build(self, c: dict[str, Any], width: float) -> Arch:
-        st = self._stages()
-        groups = tuple(c[f"groups_{s}"] for s in st) if self.per_stage_groups else (c["groups"],) * len(st)
-        return make_arch(
-            groups=groups, width=width, repeats=tuple(c[f"repeats_{s}"] for s in st), shuffle=c["shuffle"],
-            kernel=tuple(c[f"kernel_{s}"] for s in st), bottleneck_ratio=c["bottleneck_ratio"],
-            in_channels=self.in_channels, num_classes=self.num_classes, small_input=self.small_input,
-        )
-
-    def decode(self, arch: Arch) -> dict[str, Any] | None:
-        st = arch.stages
-        if (not isinstance(arch, Arch) or len(st) != self.n_stages or len({s.shuffle for s in st}) > 1
-                or len({s.bottleneck_ratio for s in st}) > 1
-                or (not self.per_stage_groups and len({s.groups for s in st}) > 1)):
-            return None
-        c: dict[str, Any] = {}
-        for name, s in zip(self._stages(), st, strict=True):
-            if self.per_stage_groups:
-                c[f"groups_{name}"] = s.groups
-            c[f"repeats_{name}"] = s.repeats
-            c[f"kernel_{name}"] = s.kernel
-        if not self.per_stage_groups:
-            c["groups"] = st[0].groups
-        c["shuffle"], c["bottleneck_ratio"] = st[0].shuffle, st[0].bottleneck_ratio
-        return c
-
-    def lut_archs(self, classes: int | None = None, in_channels: int | None = None) -> list[Arch]:
-        """One arch per combination of the choices that change a part; repeats cut to <= 2.
-
-        Two units per stage cover both of a stage's unit kinds (stride 2 first, stride 1
-        after), so longer repeats add no new part.
-        """
-        n = self.n_stages
-        group_sets = (list(itertools.product(self.groups, repeat=n)) if self.per_stage_groups
-                      else [(g,) * n for g in self.groups])
-        repeats = tuple(min(hi, 2) for _lo, hi in self.repeats)
-        archs = []
-        for gs, width, ratio, placement, ks in itertools.product(
-            group_sets, self.widths, self.bottleneck_ratios, self.placements,
-            itertools.product(self.kernels, repeat=n),
-        ):
-            try:
-                archs.append(make_arch(
-                    groups=gs, width=width, repeats=repeats, shuffle=placement, kernel=ks, bottleneck_ratio=ratio,
-                    in_channels=in_channels or self.in_channels,
-                    num_classes=classes if classes is not None else self.num_classes, small_input=self.small_input,
-                ))
-            except ValueError:
-                continue  # a combination the channel rule cannot build; sampling cannot produce it either
-        return archs
 
 
 # ---------------------------------------------------------------------------- MACs, params, parts
@@ -556,22 +387,3 @@ def blocks(arch: Arch, input_shape: tuple[int, int, int]) -> list[Block]:
             in_ch = st.out_channels
     out.append(_block("head", in_ch, arch.num_classes, h, w))
     return out
-
-
-def block_module(spec: dict[str, Any]) -> nn.Module:
-    """A part as its own module, built from the same layers as the full model."""
-    if spec["kind"] == "stem":
-        small = spec["small_input"]
-        return nn.Sequential(
-            nn.Conv2d(spec["in_ch"], spec["out_ch"], 3, 1 if small else 2, 1, bias=False),
-            nn.BatchNorm2d(spec["out_ch"]), nn.ReLU(inplace=True), nn.Identity() if small else nn.MaxPool2d(3, 2, 1),
-        ).eval()
-    if spec["kind"] == "head":
-        return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1),
-                             nn.Linear(spec["in_ch"], spec["out_ch"], bias=False)).eval()
-    return ShuffleUnit(spec["in_ch"], spec["out_ch"], groups=spec["groups"], stride=spec["stride"],
-                       shuffle=spec["placement"], kernel=spec["kernel"], mid_ch=spec["mid"],
-                       first_grouped=spec["first_grouped"]).eval()
-
-
-Space = ShuffleNetV1Space

@@ -1,11 +1,11 @@
-"""ShuffleNet v2: architecture data, blocks, model, channel lists, presets, space, MACs, parts.
+"""ShuffleNet v2: architecture data, blocks, model, channel lists, presets, MACs, parts.
 
 The paper's unit (Ma et al. 2018, Fig. 3c/d): a stride-1 unit splits the channels in
 half, transforms one half (1x1, depthwise, 1x1) and concatenates it with the other; a
 stride-2 unit transforms both copies of its input; a shuffle with 2 groups follows the
-concat. Presets equal torchvision's `shufflenet_v2_x*`; the search knobs are SPOS's (a
-depthwise kernel of 3, 5 or 7 per unit, stage repeats) plus the width. Imports only
-torch, the standard library, `core` and `shuffle` (export ships this file).
+concat. Presets equal torchvision's `shufflenet_v2_x*`. The network alone: its search
+space (SPOS's knobs) is `shufflenet_v2_space.py`. Imports only torch, the standard
+library, `network` and `shuffle` (export ships the code `build_model` needs).
 """
 
 from __future__ import annotations
@@ -16,20 +16,16 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from .core import (
+from .network import (
     ArchBase,
     Block,
     MacsPart,
-    SpaceBase,
-    TrialLike,
-    cat,
+    check_choice,
     check_int,
     conv_out,
-    integer,
-    parse_records,
-    require,
     round_to_multiple,
     stem_out_hw,
+    unknown_preset,
 )
 from .shuffle import channel_shuffle
 
@@ -67,29 +63,19 @@ class Arch(ArchBase):
     small_input: bool = False
     family: str = field(default="shufflenet_v2")
 
-    @classmethod
-    def _parse(cls, data: dict[str, Any], source: str) -> Arch:
-        require(data, ("stem_channels", "stages"), source)
-        return cls(**{**data, "stages": parse_records(data, "stages", V2Stage, ("out_channels", "kernels"), source)})
+    STAGE: ClassVar[type] = V2Stage
+    STAGE_KEYS: ClassVar[tuple[str, ...]] = ("out_channels", "kernels")
+    POSITIVE: ClassVar[tuple[str, ...]] = ("stem_channels", "last_channels")
 
-    def validate(self) -> Arch:
-        """Raise ValueError naming the stage, the field, the rule and the value."""
-        check_int("stem_channels", self.stem_channels, 1)
-        check_int("last_channels", self.last_channels, 1)
-        self._check_io()
-        if not isinstance(self.stages, tuple) or not self.stages:
-            raise ValueError("stages must be a non-empty tuple of V2Stage")
-        for i, s in enumerate(self.stages):
-            name = f"stage {i + 2}"
-            check_int(f"{name}: out_channels", s.out_channels, 2)
-            if s.out_channels % 2:
-                raise ValueError(f"{name}: out_channels {s.out_channels} must be even (the unit splits it in half)")
-            if not isinstance(s.kernels, tuple) or not s.kernels:
-                raise ValueError(f"{name}: kernels must be a non-empty list (one per unit), got {s.kernels!r}")
-            for k in s.kernels:
-                if k not in KERNELS or isinstance(k, bool):
-                    raise ValueError(f"{name}: kernels must each be one of {list(KERNELS)}, got {k!r}")
-        return self
+    def _check_stage(self, name: str, index: int, s: V2Stage, in_ch: int) -> int:
+        check_int(f"{name}: out_channels", s.out_channels, 2)
+        if s.out_channels % 2:
+            raise ValueError(f"{name}: out_channels {s.out_channels} must be even (the unit splits it in half)")
+        if not isinstance(s.kernels, tuple) or not s.kernels:
+            raise ValueError(f"{name}: kernels must be a non-empty list (one per unit), got {s.kernels!r}")
+        for k in s.kernels:
+            check_choice(f"{name}: kernels", k, KERNELS)
+        return s.out_channels
 
 
 # ---------------------------------------------------------------------------- blocks
@@ -201,73 +187,8 @@ PRESETS: tuple[str, ...] = ("shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "shuffle
 def preset(name: str) -> Arch:
     """torchvision's network of that name (224x224, 1000 classes, 3x3 depthwise kernels)."""
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; known ShuffleNet v2 presets: {', '.join(PRESETS)}")
+        raise ValueError(unknown_preset(name, PRESETS))
     return make_arch(width=float(name.removeprefix("shufflenet_v2_x").replace("_", ".")))
-
-
-# ---------------------------------------------------------------------------- space
-
-
-@dataclass(frozen=True)
-class ShuffleNetV2Space(SpaceBase):
-    """SPOS's space: a depthwise kernel per unit, plus stage repeats and the width.
-
-    Every unit up to the largest repeats has its own kernel label (`kernel_stage3_u5`),
-    drawn on every trial so the sampler sees one fixed space; units past a stage's
-    sampled repeats ignore theirs.
-    """
-
-    kernels: tuple[int, ...] = (3, 5, 7)
-    widths: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)
-    repeats: tuple[tuple[int, int], ...] = ((4, 4), (8, 8), (4, 4))
-    in_channels: int = 3
-    num_classes: int = 1000
-    small_input: bool = False
-    name: str = field(default="shufflenet_v2")
-
-    def __post_init__(self) -> None:
-        self._freeze()
-        self._nonempty("kernels", "widths", "repeats")
-        self._check_choices("kernels", KERNELS)
-        self._check_widths()
-        self._check_repeats(self.repeats, high=16)
-
-    def _stages(self) -> list[str]:
-        return [f"stage{i + 2}" for i in range(len(self.repeats))]
-
-    def _choose(self, trial: TrialLike) -> dict[str, Any]:
-        c: dict[str, Any] = {}
-        for s, (lo, hi) in zip(self._stages(), self.repeats, strict=True):
-            c[f"repeats_{s}"] = integer(trial, f"repeats_{s}", lo, hi)
-            c.update({f"kernel_{s}_u{u}": cat(trial, f"kernel_{s}_u{u}", self.kernels) for u in range(hi)})
-        return c
-
-    def _build(self, c: dict[str, Any], width: float) -> Arch:
-        kernels = tuple(tuple(c[f"kernel_{s}_u{u}"] for u in range(c[f"repeats_{s}"])) for s in self._stages())
-        return make_arch(width=width, kernels=kernels, in_channels=self.in_channels, num_classes=self.num_classes,
-                         small_input=self.small_input)
-
-    def decode(self, arch: Arch) -> dict[str, Any] | None:
-        if not isinstance(arch, Arch) or len(arch.stages) != len(self.repeats):
-            return None
-        c: dict[str, Any] = {}
-        for s, st, (_lo, hi) in zip(self._stages(), arch.stages, self.repeats, strict=True):
-            c[f"repeats_{s}"] = st.repeats
-            # units past the repeats are unused: any allowed kernel replays the same arch
-            c.update({f"kernel_{s}_u{u}": st.kernels[u] if u < st.repeats else self.kernels[0] for u in range(hi)})
-        return c
-
-    def lut_archs(self, classes: int | None = None, in_channels: int | None = None) -> list[Arch]:
-        """One arch per (width, kernel) with two units per stage: a part depends on its own
-        kernel only, so mixed kernels add no new part."""
-        return [make_arch(width=w, kernels=tuple((k,) * min(hi, 2) for _lo, hi in self.repeats),
-                          in_channels=in_channels or self.in_channels,
-                          num_classes=classes if classes is not None else self.num_classes,
-                          small_input=self.small_input)
-                for w in self.widths for k in self.kernels]
-
-
-Space = ShuffleNetV2Space
 
 
 # ---------------------------------------------------------------------------- MACs, params, parts
@@ -342,15 +263,3 @@ def blocks(arch: Arch, input_shape: tuple[int, int, int]) -> list[Block]:
     out.append(Block.of("v2", {"kind": "head", "in_ch": arch.stages[-1].out_channels, "last": arch.last_channels,
                        "out_ch": arch.num_classes, "h": h, "w": w}))
     return out
-
-
-def block_module(spec: dict[str, Any]) -> nn.Module:
-    """A part as its own module, built from the same layers as the full model."""
-    if spec["kind"] == "stem":
-        small = spec["small_input"]
-        return nn.Sequential(*_stem(spec["in_ch"], spec["out_ch"], small),
-                             nn.Identity() if small else nn.MaxPool2d(3, 2, 1)).eval()
-    if spec["kind"] == "head":
-        return nn.Sequential(*_pw(spec["in_ch"], spec["last"]), nn.AdaptiveAvgPool2d(1), nn.Flatten(1),
-                             nn.Linear(spec["last"], spec["out_ch"])).eval()
-    return V2Unit(spec["in_ch"], spec["out_ch"], stride=spec["stride"], kernel=spec["kernel"]).eval()

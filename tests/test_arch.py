@@ -190,7 +190,7 @@ def test_space_sampling_contains_hash_and_registry() -> None:
     assert space.space_hash() == get_space("shufflenet_v1", groups=(3, 8), widths=(0.5, 1.0)).space_hash()
     assert space.space_hash() != ShuffleNetV1Space().space_hash()
     with pytest.raises(ValueError, match="already registered"):
-        register_family(get_family("shufflenet_v1"))
+        register_family(get_family("shufflenet_v1").model, ShuffleNetV1Space)
     with pytest.raises(ValueError, match="space.groups: 5 is not one of"):
         ShuffleNetV1Space(groups=(5,))
     # labelled choices replay to the same arch (Ray configs, Optuna params)
@@ -212,3 +212,20 @@ def test_ray_space_matches_parameter_names(need: Callable[[str], object]) -> Non
     need("ray")  # ray[tune] is a dev dependency: missing under CI is a failure
     space = ShuffleNetV1Space()
     assert {"groups", "width", "repeats_stage2", "shuffle"} <= set(space.ray_space()) | {"shuffle"}
+
+
+def test_a_preset_typo_suggests_the_close_names() -> None:
+    """Fails before the fix: a typo printed all 39 preset names in one 1,400-character line."""
+    with pytest.raises(ValueError) as e:
+        preset("shufflenet_v1_g3_x0_55")
+    msg = str(e.value)
+    assert "did you mean" in msg and "shufflenet_v1_g3_x0_5" in msg and len(msg) < 160, msg
+    with pytest.raises(ValueError) as e:
+        preset("alexnet")
+    assert len(str(e.value)) < 160 and "e.g." in str(e.value) and "resnet50" in str(e.value), str(e.value)
+    with pytest.raises(ValueError, match="did you mean resnet50"):
+        get_family("resnext").preset("resnet5O")
+    cli = subprocess.run([sys.executable, "-m", "nas", "describe", "shufflenet_v1_g3_x0_55"], capture_output=True,
+                         text=True, timeout=120)
+    assert cli.returncode == 2 and len(cli.stderr.strip().splitlines()) == 1 and len(cli.stderr) < 220
+    assert "did you mean shufflenet_v1_g3_x0_5" in cli.stderr

@@ -84,8 +84,8 @@ def test_overrides_and_roundtrip(tmp_path: Path) -> None:
 
 
 def test_reference_params_reproduce_the_preset() -> None:
+    from search_spaces import FixedTrial as _Replay
     from search_spaces import preset
-    from search_spaces.core import FixedTrial as _Replay
 
     exp = load_experiment(ROOT / "experiments" / "quickstart.yaml")
     for name in exp.reference_presets:

@@ -40,11 +40,7 @@ def _check_same(arch, tmp: Path, hw: int = 64) -> None:  # noqa: ANN001
     path.write_text(render_model_source(arch))
     torch.manual_seed(0)
     ref = build_model(arch)
-    # random BN statistics so eval-mode outputs exercise every parameter and buffer
-    for m in ref.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
+    _randomise_bn(ref)
     ref.eval()
     net = load_module(path).build().eval()
     assert sum(p.numel() for p in net.parameters()) == sum(p.numel() for p in ref.parameters())
@@ -77,6 +73,84 @@ def test_model_py_imports_only_torch() -> None:
     # one implementation: the family's own classes, not a second copy of the network
     assert "def channel_shuffle" in src and "class ShuffleUnit" in src and "class ShuffleNetV1" in src
     assert "def build(" in src and "'out_channels': 120" in src
+
+
+def test_model_py_holds_the_network_alone() -> None:
+    """No search space, sampling protocol, presets, MACs counters or latency parts (the issue's
+    goal: at most 400 lines for a ShuffleNet v1; it was 1,117)."""
+    src = render_model_source(preset("shufflenet_v1_g3_x0_5"))
+    assert 50 < len(src.splitlines()) <= 400, len(src.splitlines())
+    for name in ("Space", "RandomTrial", "FixedTrial", "_Recorder", "TrialLike", "def preset", "macs_breakdown",
+                 "def blocks", "LATENCY_REFERENCES", "MacsPart"):
+        assert name not in src, name
+
+
+def test_build_without_weights_is_seeded(tmp_path: Path) -> None:
+    """Fails before the fix: two `build()` calls drew different random weights."""
+    path = tmp_path / "model.py"
+    path.write_text(render_model_source(preset("shufflenet_v1_g3_x0_25")))
+    mod = load_module(path)
+    a, b = mod.build().state_dict(), mod.build().state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    c = mod.build(seed=1).state_dict()
+    assert not all(torch.equal(a[k], c[k]) for k in a)  # the seed matters
+    torch.manual_seed(5)
+    before = torch.rand(3)
+    torch.manual_seed(5)
+    mod.build()
+    assert torch.equal(torch.rand(3), before)  # the caller's RNG is left as it was
+
+
+def _readme_export_args() -> list[str]:
+    """The README's `shufflenas export quickstart ...` line, as arguments after the study name."""
+    import re
+    import shlex
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    lines = re.findall(r"^shufflenas export quickstart (.*?)(?:\s+#.*)?$", readme, re.M)
+    assert lines, "README has no `shufflenas export quickstart` line"
+    return shlex.split(lines[0])
+
+
+def test_readme_export_line_works_for_a_study_that_trained_nothing(
+        tmp_path: Path, tiny_yaml: Callable[..., Path]) -> None:
+    """Fails before the fix: the README's line had --weights, and the quickstart (NASWOT) trains
+    nothing, so export stopped with "no proxy weights"; the docstring claimed equal outputs and
+    an accuracy on the proxy task."""
+    exp = tiny_yaml("nw", n=2, objectives="[naswot, mmacs]")
+    assert main(["search", str(exp)]) == 0
+    args = _readme_export_args()
+    out = tmp_path / args[args.index("--out") + 1]
+    url = f"sqlite:///{tmp_path / 'run' / 'study.db'}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp_path)
+        assert main(["export", "nw", "--storage", url, *args]) == 0
+    src = (out / "model.py").read_text()
+    doc = " ".join(src.split('"""')[1].split())
+    assert "naswot" in doc and "trained nothing" in doc and "seeded" in doc
+    assert "outputs are equal" not in doc and "output for output" not in doc and "accuracy" not in doc
+    assert 50 < len(src.splitlines()) <= 400
+
+
+def test_export_refuses_a_non_empty_out_unless_force(tmp_path: Path, make_study: Callable[..., tuple[str, list]],
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Fails before the fix: a second export overwrote the first one's files silently."""
+    url, _ = make_study(tmp_path, n=4)
+    out = tmp_path / "o"
+    argv = ["export", "unit", "--storage", url, "--pick", "min-mmacs", "--out", str(out)]
+    assert main(argv) == 0
+    (out / "notes.txt").write_text("mine")
+    first = (out / "model.py").read_text()
+    (out / "model.py").write_text("edited")
+    capsys.readouterr()
+    assert main([*argv[:5], "max-accuracy", *argv[6:]]) == 2
+    err = capsys.readouterr().err
+    assert "--out" in err and "not empty" in err and "--force" in err and len(err.strip().splitlines()) == 1
+    assert (out / "model.py").read_text() == "edited"  # nothing written
+    (out / "model.onnx").write_bytes(b"an earlier export's")
+    assert main([*argv, "--force"]) == 0
+    assert (out / "model.py").read_text() == first and (out / "notes.txt").read_text() == "mine"
+    assert not (out / "model.onnx").exists()  # no stale file beside the new model.py
 
 
 def _write_weights(tmp: Path, study_url: str, trial: int) -> torch.nn.Module:
@@ -165,9 +239,23 @@ def test_cli_export_bad_input(tmp_path: Path, make_study: Callable[..., tuple[st
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_model_py_runs_with_only_torch(tmp_path: Path) -> None:
-    """A fresh venv without system site packages, torch from the local wheel cache, nothing else of ours."""
-    src = render_model_source(preset("shufflenet_v1_g3_x0_5"))
+    """A fresh venv without system site packages, torch from the local wheel cache, nothing else
+    of ours: the exported ShuffleNet v1 loads by `import model` and by importlib's documented
+    spec_from_file_location recipe, is at most 400 lines, builds the same network twice, and gives
+    the search's outputs for the search's weights."""
+    arch = preset("shufflenet_v1_g3_x0_5")
+    src = render_model_source(arch)
+    assert 50 < len(src.splitlines()) <= 400, len(src.splitlines())
     (tmp_path / "model.py").write_text(src)
+    torch.manual_seed(0)
+    ref = build_model(arch)
+    _randomise_bn(ref)
+    ref.eval()
+    torch.save(ref.state_dict(), tmp_path / "sd.pt")
+    x = torch.randn(2, 3, 224, 224)
+    torch.save(x, tmp_path / "x.pt")
+    with torch.no_grad():
+        torch.save(ref(x), tmp_path / "ref.pt")
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     py = venv / "bin" / "python"
@@ -176,20 +264,39 @@ def test_model_py_runs_with_only_torch(tmp_path: Path) -> None:
                        capture_output=True, text=True, timeout=540, env=env)
     if r.returncode != 0:
         pytest.fail(f"pip install torch failed: {r.stderr[-2000:]}")
-    script = (
-        "import sys, importlib.util\n"
-        "spec = importlib.util.spec_from_file_location('model', 'model.py')\n"
-        "m = importlib.util.module_from_spec(spec); sys.modules['model'] = m; spec.loader.exec_module(m)\n"
+    loads = {
+        "import": "import model as m\n",
+        # https://docs.python.org/3/library/importlib.html#importing-a-source-file-directly
+        "spec": ("import importlib.util\n"
+                 "spec = importlib.util.spec_from_file_location('exported_net', 'model.py')\n"
+                 "m = importlib.util.module_from_spec(spec)\n"
+                 "sys.modules['exported_net'] = m\n"
+                 "spec.loader.exec_module(m)\n"),
+    }
+    check = (
         "import torch\n"
+        "a, b = m.build().state_dict(), m.build().state_dict()\n"
+        "assert all(torch.equal(a[k], b[k]) for k in a), 'build() is not seeded'\n"
         "net = m.build().eval()\n"
-        "out = net(torch.randn(1, 3, 224, 224))\n"
-        "assert out.shape == (1, 1000), out.shape\n"
+        "net.load_state_dict(torch.load('sd.pt', weights_only=True), strict=True)\n"
+        "with torch.no_grad():\n"
+        "    out = net(torch.load('x.pt', weights_only=True))\n"
+        "assert torch.equal(out, torch.load('ref.pt', weights_only=True)), 'outputs differ'\n"
         "bad = [k for k in sys.modules if k.split('.')[0] in ('nas', 'search_spaces', 'objectives', 'numpy_only')]\n"
         "assert not bad, bad\n"
         "print('ok', sum(p.numel() for p in net.parameters()))\n"
     )
-    r = subprocess.run([str(py), "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.startswith("ok ")
-    n = sum(p.numel() for p in build_model(preset("shufflenet_v1_g3_x0_5")).parameters())
-    assert int(r.stdout.split()[1]) == n
+    n = sum(p.numel() for p in ref.parameters())
+    for how, load in loads.items():
+        r = subprocess.run([str(py), "-c", "import sys\n" + load + check], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=120, env=env)
+        assert r.returncode == 0, (how, r.stderr[-2000:])
+        assert r.stdout.split() == ["ok", str(n)], (how, r.stdout)
+
+
+def _randomise_bn(model: torch.nn.Module) -> None:
+    """Random BN statistics so eval-mode outputs exercise every buffer."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)

@@ -19,8 +19,16 @@ import torch
 
 from nas.deploy.standalone import load_module, render_model_source
 from objectives.flops import analytic_macs, analytic_params, count_params, hook_macs, ptflops_macs
-from search_spaces import ArchBase, RandomTrial, build_model, get_family, get_space, list_families, preset
-from search_spaces.core import FixedTrial
+from search_spaces import (
+    ArchBase,
+    FixedTrial,
+    RandomTrial,
+    build_model,
+    get_family,
+    get_space,
+    list_families,
+    preset,
+)
 
 FAMILIES = list_families()
 HW = (32, 32)
@@ -154,7 +162,7 @@ def test_space_module_does_not_import_ray() -> None:
     import subprocess
     import sys
 
-    code = "import sys, search_spaces.space, search_spaces; print('ray' in sys.modules)"
+    code = "import sys, search_spaces.sampling, search_spaces; print('ray' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 
@@ -234,14 +242,26 @@ def test_latency_table_parts_cover_the_space_and_chain_to_the_model(family: str)
     for arch in archs(family, 3, seed=6, small_input=True, num_classes=10):
         parts = arch_parts(arch, shape)
         assert {p.key for p in parts} <= keys  # every part of a sampled arch is in the table
-        x = torch.randn(1, *shape)
+        # the parts' input shapes are the shapes the model's stem, units and head really see
         model = build_model(arch).eval()
+        seen: list[tuple[int, ...]] = []
+        hooks = [m.register_forward_pre_hook(lambda _m, a, seen=seen: seen.append(tuple(a[0].shape[1:])))
+                 for m in _units(model.features)]
         with torch.no_grad():
-            y = x
-            for p in parts:
-                assert tuple(y.shape[1:]) == p.input_shape
-                y = p.module()(y)
-            assert y.shape == model(x).shape
+            model(torch.randn(1, *shape))
+        for h in hooks:
+            h.remove()
+        assert [p.kind for p in parts] == ["stem", *["unit"] * len(seen), "head"]
+        assert [p.input_shape for p in parts] == [shape, *seen, tuple(model.features(
+            model.maxpool(model.stem(torch.randn(1, *shape)))).shape[1:])]
+
+
+def _units(seq: torch.nn.Module) -> list[torch.nn.Module]:
+    """The units of a model's `features`, nested Sequentials (a ResNeXt's stages) opened."""
+    out = []
+    for m in seq.children():
+        out.extend(_units(m) if isinstance(m, torch.nn.Sequential) else [m])
+    return out
 
 
 def test_lut_build_takes_a_family() -> None:
@@ -257,3 +277,77 @@ def test_lut_build_takes_a_family() -> None:
     bad = lut("--family", "resnext", "--groups", "3")
     assert bad.returncode == 2 and "family 'resnext' has no such bound" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_scalar_where_a_list_belongs_names_the_key(family: str) -> None:
+    """Fails before the fix: `widths: 0.5` gave "'float' object is not iterable" (no key named)."""
+    from nas.experiment import ExperimentError, validate_experiment
+
+    base = {"name": "t", "budget": {"max_mmacs": 400}}
+    default = get_space(family)
+    lists = [f for f, v in vars(default).items() if isinstance(v, tuple)]
+    assert "widths" in lists and "repeats" in lists
+    for key in lists:
+        with pytest.raises(ExperimentError) as e:
+            validate_experiment({**base, "space": {"family": family, key: 0.5}}, "f.yaml")
+        msg = str(e.value)
+        assert msg.startswith(f"f.yaml: space.{key}: must be a list such as [") and msg.endswith("got 0.5"), msg
+        assert "\n" not in msg
+    with pytest.raises(ExperimentError) as e:
+        validate_experiment({**base, "space": {"family": family, "repeats": [2, [1, 2]]}}, "f.yaml")
+    assert str(e.value).startswith("f.yaml: space.repeats[0]: must be a [low, high] list such as [")
+    assert str(e.value).endswith("got 2")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_latency_references_lie_near_the_space(family: str) -> None:
+    """Every candidate of the family's default space up to its largest reference (the space's
+    smallest included) has a drift reference within 3x its MACs at the deploy input (ResNeXt's
+    only reference was resnext50_32x4d, 4230 MMACs)."""
+    import math
+
+    from objectives.latency.drift import nearest_reference
+
+    refs = get_family(family).LATENCY_REFERENCES
+    assert refs and all(family_of_preset_is(n, family) for n in refs)
+    space, rng = get_space(family), random.Random(0)
+    top = max(analytic_macs(preset(n)) for n in refs)
+    checked = 0
+    for arch in [space.sample(RandomTrial(rng)) for _ in range(30)] + space.extremes():
+        macs = analytic_macs(arch)
+        if macs > top:
+            continue
+        checked += 1
+        near = analytic_macs(preset(nearest_reference(arch, refs, (3, 224, 224))))
+        assert abs(math.log(near / macs)) < math.log(3), (arch, macs, near)
+    assert checked >= 5
+
+
+def family_of_preset_is(name: str, family: str) -> bool:
+    from search_spaces import family_of_preset
+
+    fam = family_of_preset(name)
+    return fam is not None and fam.name == family
+
+
+def test_resnext_cifar_candidates_get_a_reference_of_their_size() -> None:
+    """Fails before the fix: experiments/resnext_cifar.yaml's 55-400 MMACs candidates were timed
+    against resnext50_32x4d (4230 MMACs, 62 ms)."""
+    from nas.experiment import load_experiment
+    from nas.timing.measure import references
+    from objectives.latency.drift import nearest_reference
+
+    exp = load_experiment(Path(__file__).parents[1] / "experiments" / "resnext_cifar.yaml")
+    space, rng = exp.build_space(), random.Random(1)
+    shape = exp.deploy.shape
+    seen = 0
+    for _ in range(40):
+        arch = space.sample(RandomTrial(rng), fits=exp.fits)
+        if not exp.fits(arch):
+            continue
+        seen += 1
+        ref = preset(nearest_reference(arch, references(exp), shape))
+        ratio = analytic_macs(ref, shape[1:]) / analytic_macs(arch, shape[1:])
+        assert 0.5 <= ratio <= 2, (arch, ratio)
+    assert seen >= 20

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from objectives.scores import OBJECTIVES, directions, dominates, objective_vector, scalarized, validate_objectives
+from objectives.scores import OBJECTIVES, directions, dominates, scalarized, validate_objectives
 
 
 def test_directions_in_one_place() -> None:
@@ -14,13 +14,6 @@ def test_directions_in_one_place() -> None:
     assert OBJECTIVES["accuracy"].unit == "top-1" and OBJECTIVES["mmacs"].unit == "MMACs"
     assert OBJECTIVES["latency_ms"].unit == "ms" and OBJECTIVES["params"].unit == "Mparams"
     assert OBJECTIVES["accuracy"].better(0.9, 0.8) and OBJECTIVES["mmacs"].better(10, 20)
-
-
-def test_objective_vector_orders_and_converts() -> None:
-    values = {"latency_ms": 3, "accuracy": 0.75, "mmacs": 38.5}
-    assert objective_vector(values, ["accuracy", "latency_ms"]) == [0.75, 3.0]
-    with pytest.raises(ValueError, match="'mmacs'.*no value|no value"):
-        objective_vector({"accuracy": 0.7}, ["accuracy", "mmacs"])
 
 
 def test_unknown_duplicate_and_empty_objectives() -> None:

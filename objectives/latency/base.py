@@ -12,7 +12,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 CLOCKS: tuple[str, ...] = ("wall", "cpu")
 
@@ -181,23 +181,6 @@ def device_label(info: dict[str, Any]) -> str:
     if info.get("emulated"):
         label += " [EMULATED: timings are not the real device's]"
     return label
-
-
-# ---------------------------------------------------------------------------- protocol
-
-
-@runtime_checkable
-class LatencyBackend(Protocol):
-    """What every backend offers; `measure` takes an `Arch` or an `nn.Module`."""
-
-    name: str
-    threads: int
-
-    def device_info(self) -> dict[str, Any]: ...
-
-    def runtime(self) -> dict[str, str]: ...
-
-    def measure(self, arch_or_model: Any, input_shape: tuple[int, int, int]) -> LatencyResult: ...
 
 
 def check_clock(config: MeasureConfig, threads: int) -> None:

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from search_spaces import ArchBase, Block, RandomTrial, family_of, get_family
+from search_spaces import ArchBase, Block, RandomTrial, family_of
 
 from .base import LatencyResult, check_input_shape
 
@@ -72,10 +72,6 @@ class Part:
 
     def to_dict(self) -> dict[str, Any]:
         return self.block.to_dict()
-
-    def module(self) -> Any:
-        """The part as its own `nn.Module` (same layers the full model uses)."""
-        return get_family(self.family).block_module(self.block.to_dict())
 
     def __getattr__(self, name: str) -> Any:  # p.kind, p.stride, p.h ...: the block's spec
         return getattr(object.__getattribute__(self, "block"), name)

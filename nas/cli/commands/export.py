@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+#: every file an export may write into its folder
+EXPORT_FILES = ("model.py", "arch.json", "model.onnx", "weights.safetensors", "state_dict.pt")
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -26,7 +29,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
              "(the most accurate COMPLETE trial satisfying it)",
     )
     which.add_argument("--all-pareto", action="store_true", help="one subfolder trial_N per Pareto trial")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output folder; refused when it exists and is not empty, unless --force")
+    p.add_argument("--force", action="store_true",
+                   help="write into a non-empty --out: an earlier export's files there are replaced or removed")
     p.add_argument("--objectives", default=None, help="objectives for the front/knee (default: the study's)")
     p.add_argument("--onnx", action="store_true", help="also write model.onnx (single file, opset 17)")
     p.add_argument("--weights", action="store_true",
@@ -60,11 +66,14 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"argument --retrain: must be an integer >= 1 epochs, got {args.retrain}")
     if args.retrain_reference and args.retrain is None:
         raise UserError("argument --retrain-reference: needs --retrain EPOCHS (the budget to retrain it in)")
-    from search_spaces import PRESETS
+    from search_spaces import PRESETS, preset
 
     for name in args.retrain_reference:
         if name not in PRESETS:
-            raise UserError(f"argument --retrain-reference: unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}")
+            try:
+                preset(name)
+            except ValueError as e:
+                raise UserError(f"argument --retrain-reference: {e}") from None
     storage = args.storage or default_storage(args.study)
     from nas.schedulers.rungs import at_rung
 
@@ -79,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"argument --out: {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not args.force:
+        raise UserError(f"argument --out: {out} is not empty; give --force to write into it, or another folder")
     if args.weights:  # check every trial first: no half-written --all-pareto export
         from nas.deploy.standalone import weights_for
 
@@ -87,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
     results = []
     for ch in choices:
         dest = out / f"trial_{ch.number}" if args.all_pareto else out
+        for name in EXPORT_FILES:  # --force: no earlier export's weights or ONNX beside this model.py
+            (dest / name).unlink(missing_ok=True)
         results.append(
             export_trial(study, storage, df, ch.number, dest, reason=ch.reason, weights=args.weights,
                          onnx=args.onnx, deploy=args.deploy, objectives=info.objectives)

@@ -1,9 +1,8 @@
-"""What every family shares: architecture data, the sampling protocol, space mechanics, parts.
+"""What every family's search space shares: the define-by-run sampling protocol (random,
+fixed and recording trials) and the space mechanics over two hooks (`_choose`, `_build`).
 
-Standard library only: `shufflenas export` copies this file, `shuffle.py` and a family's
-module into a torch-only `model.py`, so an exported network is built by the very code
-the search used. A family module imports nothing from the package but this and
-`shuffle.py`, each with one `from .x import a, b` line (export strips exactly those).
+Never exported: a deployed `model.py` holds the network alone (`network.py` and the
+family's model module). Nothing here imports Ray: `ray_space()` imports it when called.
 """
 
 from __future__ import annotations
@@ -11,207 +10,12 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import math
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import MISSING, asdict, fields
 from typing import Any, ClassVar, Protocol
 
-#: Proxy images at or below this side get the small-input stem (stride 1, no max-pool), so a
-#: 28-64 px proxy keeps enough resolution for three stride-2 stages.
-SMALL_INPUT_MAX = 64
-
-#: family name -> architecture type, filled as each family's Arch class is defined
-ARCH_TYPES: dict[str, type[ArchBase]] = {}
-
-
-def conv_out(size: int, k: int, s: int, p: int) -> int:
-    return (size + 2 * p - k) // s + 1
-
-
-def stem_out_hw(h: int, w: int, small_input: bool) -> tuple[int, int]:
-    """Size after a 3x3 stem conv (stride 1 for small inputs, else stride 2 and a 3x3/2 max-pool)."""
-    s = 1 if small_input else 2
-    h, w = conv_out(h, 3, s, 1), conv_out(w, 3, s, 1)
-    if not small_input:
-        h, w = conv_out(h, 3, 2, 1), conv_out(w, 3, 2, 1)
-    return h, w
-
-
-def check_int(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")
-
-
-def round_to_multiple(value: float, multiple: int) -> int:
-    """Nearest multiple (half rounds up), never below one multiple."""
-    return max(multiple, int(math.floor(value / multiple + 0.5)) * multiple)
-
-
-def _plain(value: Any) -> Any:
-    """Tuples to lists, recursively, so JSON and dict forms agree."""
-    if isinstance(value, (tuple, list)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
-
-
-# ---------------------------------------------------------------------------- architectures
-
-
-class ArchBase:
-    """Mixin of every family's frozen dataclass `Arch`: serialisation, identity, I/O swaps.
-
-    Subclasses set `FAMILY`, have the fields `family`, `in_channels`, `num_classes` and
-    `small_input`, and implement `_parse` (dict -> instance) and `validate`.
-    """
-
-    FAMILY: ClassVar[str] = ""
-
-    def __init_subclass__(cls, **kw: Any) -> None:
-        super().__init_subclass__(**kw)
-        if cls.FAMILY:
-            if cls.FAMILY in ARCH_TYPES:  # a registry refuses duplicates instead of overwriting
-                raise ValueError(f"architecture family {cls.FAMILY!r} is already defined")
-            ARCH_TYPES[cls.FAMILY] = cls
-
-    # -- serialisation ---------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        return _plain(asdict(self))  # type: ignore[call-overload]
-
-    def to_json(self, indent: int | None = None) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True, indent=indent, separators=None if indent else (",", ":"))
-
-    @classmethod
-    def from_dict(cls, data: Any, *, source: str = "arch") -> Any:
-        """Build the family that `data["family"]` names, with one-line errors naming the key."""
-        if not isinstance(data, dict):
-            raise ValueError(f"{source}: expected a JSON object, got {type(data).__name__}")
-        family = data.get("family", cls.FAMILY or "shufflenet_v1")
-        target = ARCH_TYPES.get(family) if isinstance(family, str) else None
-        if target is None:
-            raise ValueError(f"{source}: family must be one of {sorted(ARCH_TYPES)}, got {family!r}")
-        known = {f.name for f in fields(target)}  # type: ignore[arg-type]
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"{source}: unknown key(s) {unknown}; known keys are {sorted(known)}")
-        try:
-            arch = target._parse(data, source)
-        except TypeError as e:  # a wrong argument count or name in a nested record
-            raise ValueError(f"{source}: {e}") from None
-        return arch.validate()
-
-    @classmethod
-    def _parse(cls, data: dict[str, Any], source: str) -> Any:
-        raise NotImplementedError
-
-    @classmethod
-    def from_json(cls, text: str, *, source: str = "arch") -> Any:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{source}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
-        return cls.from_dict(data, source=source)
-
-    @property
-    def arch_id(self) -> str:
-        """Stable id: sha256 of the canonical JSON (never Python's salted `hash`)."""
-        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
-
-    def with_io(self, *, in_channels: int, num_classes: int, small_input: bool) -> Any:
-        """The same body with a stem and head for another input (proxy vs deploy)."""
-        return replace(self, in_channels=in_channels, num_classes=num_classes, small_input=small_input)  # type: ignore[type-var]
-
-    def for_proxy(self, *, in_channels: int, num_classes: int, resolution: int) -> Any:
-        """The same body for proxy training at `resolution`: the one rule for the stem."""
-        return self.with_io(in_channels=in_channels, num_classes=num_classes, small_input=resolution <= SMALL_INPUT_MAX)
-
-    def validate(self) -> Any:
-        raise NotImplementedError
-
-    def _check_io(self) -> None:
-        check_int("in_channels", self.in_channels, 1)  # type: ignore[attr-defined]
-        check_int("num_classes", self.num_classes, 1)  # type: ignore[attr-defined]
-        if not isinstance(self.small_input, bool):  # type: ignore[attr-defined]
-            raise ValueError(f"small_input must be true or false, got {self.small_input!r}")  # type: ignore[attr-defined]
-        if self.family != self.FAMILY:  # type: ignore[attr-defined]
-            raise ValueError(f"family must be {self.FAMILY!r}, got {self.family!r}")  # type: ignore[attr-defined]
-
-
-def parse_records(data: dict[str, Any], key: str, record: type, required: tuple[str, ...], source: str) -> tuple:
-    """A non-empty list of objects under `key` as a tuple of `record` dataclasses."""
-    raw = data.get(key)
-    if not isinstance(raw, list) or not raw:
-        raise ValueError(f"{source}: '{key}' must be a non-empty list, got {raw!r}")
-    names = {f.name for f in fields(record)}
-    out = []
-    for i, s in enumerate(raw):
-        where = f"{source}: {key}[{i}]"
-        if not isinstance(s, dict):
-            raise ValueError(f"{where}: expected an object, got {s!r}")
-        bad = sorted(set(s) - names)
-        if bad:
-            raise ValueError(f"{where}: unknown key(s) {bad}; known keys are {sorted(names)}")
-        for k in required:
-            if k not in s:
-                raise ValueError(f"{where}: missing required key '{k}'")
-        out.append(record(**{k: tuple(v) if isinstance(v, list) else v for k, v in s.items()}))
-    return tuple(out)
-
-
-def require(data: dict[str, Any], keys: tuple[str, ...], source: str) -> None:
-    for key in keys:
-        if key not in data:
-            raise ValueError(f"{source}: missing required key '{key}'")
-
-
-# ---------------------------------------------------------------------------- MACs and latency parts
-
-
-@dataclass(frozen=True)
-class MacsPart:
-    """MACs of one part of a network (stem, a stage, head) with its shapes, for tables."""
-
-    name: str
-    in_hw: tuple[int, int]
-    out_hw: tuple[int, int]
-    macs: int
-    out_channels: int = 0
-    detail: str = ""
-
-
-@dataclass(frozen=True)
-class Block:
-    """One separately timeable piece (a latency table's entry): its key, input and kwargs.
-
-    `spec` holds plain values only; the family's `block_module(spec)` builds the module
-    with the same layers the full model uses.
-    """
-
-    key: str
-    input_shape: tuple[int, int, int]
-    spec: tuple[tuple[str, Any], ...]
-
-    @classmethod
-    def of(cls, prefix: str, spec: dict[str, Any]) -> Block:
-        """A block keyed by every value of its spec (`in_ch`, `h`, `w` give its input)."""
-        key = ",".join(f"{k}={int(v) if isinstance(v, bool) else v}" for k, v in spec.items())
-        return cls(f"{prefix}:{key}", (spec["in_ch"], spec["h"], spec["w"]), tuple(spec.items()))
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.spec)
-
-    def __getattr__(self, name: str) -> Any:  # p.kind, p.stride, ... read from the spec
-        for k, v in object.__getattribute__(self, "spec"):
-            if k == name:
-                return v
-        raise AttributeError(name)
-
-
-# ---------------------------------------------------------------------------- sampling protocol
+from .network import plain
 
 
 class TrialLike(Protocol):
@@ -303,12 +107,27 @@ class SpaceBase:
     the same order on every call, so a resumed study sees the same space), and
     `_build(choices, width) -> Arch`. `decode(arch)` inverts `_choose` (None when the
     arch cannot come from this space's structure). Subclasses are frozen dataclasses with
-    a `widths` tuple and a `name` field (the family).
+    a `widths` tuple, a `repeats` tuple of [low, high] pairs, the I/O fields and a `name`
+    field (the family); they check their own bounds in `validate`.
     """
 
     widths: tuple[float, ...]
+    repeats: tuple[tuple[int, int], ...]
+    in_channels: int
+    num_classes: int
+    small_input: bool
     #: labels whose choices are enumerated (not just their extremes) when bounding MACs
     ENUMERATE: ClassVar[tuple[str, ...]] = ()
+    #: the number the first stage's labels carry (`repeats_stage2`)
+    FIRST_STAGE: ClassVar[int] = 2
+
+    def __post_init__(self) -> None:
+        self._freeze()
+        self._check_shapes()
+        self.validate()
+
+    def validate(self) -> None:
+        raise NotImplementedError
 
     def _choose(self, trial: TrialLike) -> dict[str, Any]:
         raise NotImplementedError
@@ -318,6 +137,14 @@ class SpaceBase:
 
     def decode(self, arch: Any) -> dict[str, Any] | None:
         raise NotImplementedError
+
+    def _stages(self) -> list[str]:
+        return [f"stage{i + self.FIRST_STAGE}" for i in range(len(self.repeats))]
+
+    def _io(self, classes: int | None, in_channels: int | None) -> dict[str, Any]:
+        """The I/O keywords of `make_arch` for a latency table (defaults: the space's)."""
+        return {"in_channels": in_channels or self.in_channels,
+                "num_classes": classes if classes is not None else self.num_classes, "small_input": self.small_input}
 
     # -- sampling ---------------------------------------------------------------------------
     def sample(self, trial: TrialLike, fits: Callable[[Any], bool] | None = None) -> Any:
@@ -423,12 +250,13 @@ class SpaceBase:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(asdict(self))  # type: ignore[call-overload]
+        return plain(asdict(self))  # type: ignore[call-overload]
 
     def space_hash(self) -> str:
         """Stored with a study; resuming with a different hash is refused."""
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
+    # -- configuration ---------------------------------------------------------------------
     @classmethod
     def from_config(cls, bounds: dict[str, Any], **io: Any) -> Any:
         """The space from an experiment's `space:` mapping; errors name the key."""
@@ -436,9 +264,7 @@ class SpaceBase:
         for key in bounds:
             if key not in known:
                 raise ValueError(f"space.{key}: is not a known key of this family; known keys: {sorted(known)}")
-        conv = {k: tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v
-                for k, v in bounds.items()}
-        return cls(**conv, **io)
+        return cls(**bounds, **io)
 
     def _freeze(self) -> None:
         """Lists from YAML/JSON become tuples, so the space stays hashable."""
@@ -446,6 +272,24 @@ class SpaceBase:
             v = getattr(self, f.name)
             if isinstance(v, (list, tuple)):
                 object.__setattr__(self, f.name, tuple(tuple(x) if isinstance(x, (list, tuple)) else x for x in v))
+
+    def _check_shapes(self) -> None:
+        """Each bound has its default's shape (a list, a list of [low, high] pairs, a
+        true/false), so a scalar where a list belongs is one line naming the key."""
+        for f in fields(self):  # type: ignore[arg-type]
+            default, v = f.default, getattr(self, f.name)
+            if default is MISSING or f.name == "name":
+                continue
+            example = json.dumps(plain(default))
+            if isinstance(default, tuple) and not isinstance(v, tuple):
+                raise ValueError(f"space.{f.name}: must be a list such as {example}, got {v!r}")
+            if isinstance(default, bool) and not isinstance(v, bool):
+                raise ValueError(f"space.{f.name}: must be true or false, got {v!r}")
+            if isinstance(default, tuple) and default and isinstance(default[0], tuple):
+                for i, x in enumerate(v):
+                    if not isinstance(x, tuple):
+                        raise ValueError(f"space.{f.name}[{i}]: must be a [low, high] list such as "
+                                         f"{json.dumps(plain(default[0]))}, got {x!r}")
 
     def _nonempty(self, *names: str) -> None:
         for name in names:
@@ -460,8 +304,8 @@ class SpaceBase:
             if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0.1 <= w <= 4:
                 raise ValueError(f"space.widths: {w!r} must be a number in [0.1, 4]")
 
-    def _check_repeats(self, repeats: tuple[tuple[int, ...], ...], high: int = 32) -> None:
-        for i, rr in enumerate(repeats):
+    def _check_repeats(self, high: int = 32) -> None:
+        for i, rr in enumerate(self.repeats):
             if len(rr) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in rr):
                 raise ValueError(f"space.repeats[{i}] must be [low, high] integers, got {list(rr)}")
             if not 1 <= rr[0] <= rr[1] <= high:
