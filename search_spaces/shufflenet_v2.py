@@ -245,7 +245,9 @@ def analytic_params(arch: Arch) -> int:
 def summary(arch: Arch) -> dict[str, Any]:
     return {
         "repeats": "/".join(str(s.repeats) for s in arch.stages),
-        "kernel": "/".join("".join(map(str, s.kernels)) for s in arch.stages),
+        # per stage: one kernel when its units agree, else each unit's, comma-separated ("3/3,5,7,3/5")
+        "kernel": "/".join(str(s.kernels[0]) if len(set(s.kernels)) == 1 else ",".join(map(str, s.kernels))
+                           for s in arch.stages),
         "stem": arch.stem_channels,
         "channels": "/".join(str(s.out_channels) for s in arch.stages) + f"/{arch.last_channels}",
     }

@@ -383,3 +383,17 @@ def test_optuna_tools_see_the_remeasured_latency_too(tmp_path: Path) -> None:
     assert [t.number for t in fresh.best_trials] == [1]  # 13 ms is now dominated by trial 1
     row = trials_frame(fresh).iloc[0]
     assert row["latency_ms"] == 13.0 and row["latency_first_ms"] == 10.0  # the first value kept beside it
+
+
+def test_a_kernel_list_is_readable() -> None:
+    """The v2 summary printed a stage's kernels run together ("37/3533553/33")."""
+    from dataclasses import replace
+
+    from search_spaces import family_of, preset
+
+    arch = preset("shufflenet_v2_x1_0")
+    stages = list(arch.stages)
+    stages[1] = replace(stages[1], kernels=(3, 5, 3, 3, 5, 5, 3, 7)[: stages[1].repeats])
+    mixed = replace(arch, stages=tuple(stages))
+    assert family_of(mixed).summary(mixed)["kernel"] == "3/" + ",".join(map(str, stages[1].kernels)) + "/3"
+    assert family_of(arch).summary(arch)["kernel"] == "3/3/3"
