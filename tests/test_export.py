@@ -254,8 +254,13 @@ def test_model_py_runs_with_only_torch(tmp_path: Path) -> None:
     torch.save(ref.state_dict(), tmp_path / "sd.pt")
     x = torch.randn(2, 3, 224, 224)
     torch.save(x, tmp_path / "x.pt")
-    with torch.no_grad():
-        torch.save(ref(x), tmp_path / "ref.pt")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # bit-equal needs the same kernels: one thread here and in the fresh venv
+    try:
+        with torch.no_grad():
+            torch.save(ref(x), tmp_path / "ref.pt")
+    finally:
+        torch.set_num_threads(threads)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     py = venv / "bin" / "python"
@@ -275,6 +280,7 @@ def test_model_py_runs_with_only_torch(tmp_path: Path) -> None:
     }
     check = (
         "import torch\n"
+        "torch.set_num_threads(1)\n"
         "a, b = m.build().state_dict(), m.build().state_dict()\n"
         "assert all(torch.equal(a[k], b[k]) for k in a), 'build() is not seeded'\n"
         "net = m.build().eval()\n"

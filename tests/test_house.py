@@ -113,20 +113,28 @@ def test_a_ray_driver_fails_only_orphans(tmp_path: Path) -> None:
     """_fail_orphans failed every RUNNING trial: Optuna workers' and another live driver's too."""
     from nas.backends.ray_search import DRIVER_ATTR, _fail_orphans
 
+    from nas.backends.ray_search import _drivers_of_run
+
     study = _study(tmp_path)
-    owners = {"optuna worker": None, "live driver": "live", "dead driver": "dead", "me": "me"}
+    owners = {"optuna worker": None, "live driver": "live", "dead driver": "dead", "me": "me",
+              "killed driver of my run": "killed"}
     numbers = {}
     for who, driver in owners.items():
         t = study.ask()
         if driver:
             t.set_user_attr(DRIVER_ATTR, driver)
         numbers[who] = t.number
-    study.set_user_attr(f"{DRIVER_ATTR}:live", time.time())
-    study.set_user_attr(f"{DRIVER_ATTR}:dead", time.time() - 3600)
-    assert _fail_orphans(study, "lost", mine="me") == 2
+    now = time.time()
+    study.set_user_attr(f"{DRIVER_ATTR}:live", {"at": now, "run": "other-host:/runs/s/ray/s"})
+    study.set_user_attr(f"{DRIVER_ATTR}:dead", {"at": now - 3600, "run": "other-host:/runs/s/ray/s"})
+    study.set_user_attr(f"{DRIVER_ATTR}:killed", {"at": now - 5, "run": "me:/runs/s/ray/s"})  # beat just now
+    mine = {"me", *_drivers_of_run(study, "me:/runs/s/ray/s")}
+    assert mine == {"me", "killed"}
+    assert _fail_orphans(study, "lost", mine=mine) == 3
     state = {who: study.trials[n].state for who, n in numbers.items()}
     assert state == {"optuna worker": TrialState.RUNNING, "live driver": TrialState.RUNNING,
-                     "dead driver": TrialState.FAIL, "me": TrialState.FAIL}
+                     "dead driver": TrialState.FAIL, "me": TrialState.FAIL,
+                     "killed driver of my run": TrialState.FAIL}
 
 
 def test_a_resumed_ray_search_asks_no_candidate_past_the_target(tmp_path: Path, tiny_yaml: Callable[..., Path]) -> None:

@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import shutil
+import socket
 import threading
 import time
 import uuid
@@ -401,24 +402,41 @@ def _driver_storage(url: str) -> optuna.storages.RDBStorage:
 
 
 DRIVER_ATTR = "ray_driver"
-#: a driver writes study attr "ray_driver:<id>" (time.time()) this often while its Tune run is going
+#: a driver writes study attr "ray_driver:<id>" ({"at": time.time(), "run": host:Tune run dir}) this often
 HEARTBEAT_S = 10.0
 
 
-def _heartbeat(study: optuna.Study, driver: str, stop: threading.Event) -> None:
+def _heartbeat(study: optuna.Study, driver: str, run: str, stop: threading.Event) -> None:
     while True:
         try:
-            study.set_user_attr(f"{DRIVER_ATTR}:{driver}", time.time())
+            study.set_user_attr(f"{DRIVER_ATTR}:{driver}", {"at": time.time(), "run": run})
         except Exception as e:  # a storage hiccup: the next beat retries
             log.debug("driver heartbeat not written: %s", e)
         if stop.wait(HEARTBEAT_S):
             return
 
 
-def _fail_orphans(study: optuna.Study, reason: str, *, mine: str, others_stale_s: float = 3 * HEARTBEAT_S) -> int:
-    """Fail RUNNING trials that no one will finish: this driver's own that Tune no longer runs, and those
-    of a Ray driver whose heartbeat stopped. Trials of Optuna workers (no driver id: their heartbeat
-    is Optuna's) and of another live driver on a shared study are theirs and are left alone."""
+def _beat(attrs: dict[str, Any], owner: str) -> tuple[float | None, str | None]:
+    """(last heartbeat time, host:run dir) of a driver, from the study's user attrs."""
+    v = attrs.get(f"{DRIVER_ATTR}:{owner}")
+    if isinstance(v, dict) and isinstance(v.get("at"), (int, float)):
+        return float(v["at"]), v.get("run") if isinstance(v.get("run"), str) else None
+    return None, None
+
+
+def _drivers_of_run(study: optuna.Study, run: str) -> set[str]:
+    """Earlier drivers of this very Tune run (same host and run dir): a restore or a rerun takes their
+    trials over, however recently they beat (one run dir has one driver at a time)."""
+    attrs = study._storage.get_study_user_attrs(study._study_id)
+    return {k.split(":", 1)[1] for k in attrs if k.startswith(f"{DRIVER_ATTR}:")
+            and _beat(attrs, k.split(":", 1)[1])[1] == run}
+
+
+def _fail_orphans(study: optuna.Study, reason: str, *, mine: set[str],
+                  others_stale_s: float = 3 * HEARTBEAT_S) -> int:
+    """Fail RUNNING trials that no one will finish: this run's own (its drivers, `mine`) that Tune no longer
+    runs, and those of a Ray driver whose heartbeat stopped. Trials of Optuna workers (no driver id: their
+    heartbeat is Optuna's) and of another live driver on a shared study are theirs and are left alone."""
     from optuna.trial import TrialState
 
     attrs = study._storage.get_study_user_attrs(study._study_id)
@@ -428,8 +446,8 @@ def _fail_orphans(study: optuna.Study, reason: str, *, mine: str, others_stale_s
         owner = t.user_attrs.get(DRIVER_ATTR)
         if not owner:
             continue
-        beat = attrs.get(f"{DRIVER_ATTR}:{owner}")
-        if owner != mine and isinstance(beat, (int, float)) and now - beat < others_stale_s:
+        beat, _run = _beat(attrs, owner)
+        if owner not in mine and beat is not None and now - beat < others_stale_s:
             continue
         try:
             study._storage.set_trial_user_attr(t._trial_id, "fail_reason", reason)
@@ -471,8 +489,11 @@ def run_ray_search(experiment: Experiment, *, ray_address: str | None = None, re
     trainable = tune.with_resources(tune.with_parameters(_trainable, exp_json=exp_json), trial_resources(exp))
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     driver = uuid.uuid4().hex[:12]
+    run_key = f"{socket.gethostname()}:{exp_dir.resolve()}"
+    mine = {driver, *_drivers_of_run(study, run_key)}  # a killed driver of this run: its trials are ours now
     stop_beat = threading.Event()
-    threading.Thread(target=_heartbeat, args=(study, driver, stop_beat), daemon=True, name="driver-heartbeat").start()
+    threading.Thread(target=_heartbeat, args=(study, driver, run_key, stop_beat), daemon=True,
+                     name="driver-heartbeat").start()
     started = _init_ray(ray_address, workers)
     try:
         if (resume or running) and tune.Tuner.can_restore(str(exp_dir)):
@@ -481,7 +502,7 @@ def run_ray_search(experiment: Experiment, *, ray_address: str | None = None, re
         else:
             if running:
                 n = _fail_orphans(study, "driver lost: the Ray run that owned this trial cannot be restored",
-                                  mine=driver)
+                                  mine=mine)
                 log.warning("%d trial(s) of a lost driver marked FAIL", n)
             done = candidates_done(study)  # reference presets run beside the target
             refs = sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)) if is_reference(t))
@@ -529,7 +550,7 @@ def run_ray_search(experiment: Experiment, *, ray_address: str | None = None, re
     # Tune has finished every trial it knows; a RUNNING trial left now was asked by a driver that
     # died before its Tune checkpoint recorded it, so nobody will ever finish it.
     n = _fail_orphans(study, "driver lost: the trial was started by a Ray driver that died before checkpointing it",
-                      mine=driver)
+                      mine=mine)
     if n:
         log.warning("%d trial(s) of a lost driver marked FAIL", n)
     _remeasure(study, exp)
