@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from nas.errors import UserError
 
-OBJECTIVE_NAMES = ("accuracy", "mmacs", "latency_ms", "params", "score", "naswot")
+OBJECTIVE_NAMES = ("accuracy", "mmacs", "latency_ms", "params", "score", "naswot", "zico", "meco")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
@@ -102,7 +102,9 @@ class TrainSection(_Strict):
     nesterov: bool = False
     #: auto = the first CUDA device when there is one (each local worker gets its own), else the CPU
     device: str = "auto"
-    amp: bool = False  # mixed precision on CUDA
+    amp: bool = True  # mixed precision on CUDA (bf16 where supported, else float16); no effect on the CPU
+    #: CUDA results equal run to run, at some speed (default: fastest); the CPU is deterministic either way
+    deterministic: bool = False
     warmup_steps: int = Field(0, ge=0)
     bn_recalibrate: int = Field(0, ge=0)
 
@@ -195,6 +197,9 @@ class SearchConfig(_Strict):
     ray_address: str | None = None
     #: GPUs each Ray trial asks for (a share such as 0.5 packs two trials on one GPU); 0 = CPU only
     gpus_per_trial: float = Field(0.0, ge=0, le=64)
+    #: trials that train at once on each GPU: N local workers share one GPU (worker i on GPU (i // N) mod G);
+    #: Ray asks 1/N of a GPU per trial. None: one worker per GPU round robin, Ray as gpus_per_trial says
+    trials_per_gpu: int | None = Field(None, ge=1, le=64)
 
     @field_validator("study_name")
     @classmethod
@@ -256,7 +261,8 @@ class Experiment(_Strict):
     space: dict[str, Any] = Field(default_factory=dict, validate_default=True)
     deploy: DeployConfig = DeployConfig()
     budget: BudgetConfig
-    objectives: list[Literal["accuracy", "mmacs", "latency_ms", "params", "score", "naswot"]] = ["accuracy", "mmacs"]
+    objectives: list[Literal["accuracy", "mmacs", "latency_ms", "params", "score", "naswot", "zico",
+                             "meco"]] = ["accuracy", "mmacs"]
     score: ScoreConfig | None = None
     data: DataConfig = DataConfig()
     train: TrainSection = TrainSection()
@@ -348,10 +354,12 @@ class Experiment(_Strict):
 
     @property
     def quality(self) -> str | None:
-        """The objective that stands for "how good": trained accuracy, else the NASWOT score."""
+        """The objective that stands for "how good": trained accuracy, else the first zero-cost score."""
         if self.needs_training:
             return "accuracy"
-        return "naswot" if "naswot" in self.objectives else None
+        from objectives.scores import ZERO_COST_OBJECTIVES
+
+        return next((o for o in self.objectives if o in ZERO_COST_OBJECTIVES), None)
 
     def build_space(self) -> Any:
         """The family's space, validated by the space itself (errors name the key)."""
