@@ -208,6 +208,13 @@ class SearchConfig(_Strict):
             raise ValueError(f"must be letters, digits, '_', '.', '-' (max 100), got {v!r}")
         return v
 
+    @model_validator(mode="after")
+    def _gpu_share(self) -> SearchConfig:
+        if self.trials_per_gpu is not None and self.gpus_per_trial > 0:
+            raise ValueError(f"give trials_per_gpu or gpus_per_trial, not both (trials_per_gpu {self.trials_per_gpu} "
+                             f"means gpus_per_trial 1/{self.trials_per_gpu}), got gpus_per_trial {self.gpus_per_trial:g}")
+        return self
+
 
 class EarlyStoppingConfig(_Strict):
     enabled: bool = False

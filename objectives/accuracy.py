@@ -289,9 +289,11 @@ def evaluate_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_
     return int(correct) / len(y)
 
 
-#: Steps between the trainer's finiteness checks on CUDA (one host sync each; the CPU checks every step,
-#: where reading a loss costs nothing). A diverged run still names the first non-finite step.
-CHECK_EVERY = 32
+#: Steps between the trainer's finiteness checks, by device type (one host sync each: an accelerator
+#: checks every 32 steps, the CPU, where reading a loss costs nothing, every step). A diverged run
+#: names the first non-finite step either way.
+CHECK_EVERY: dict[str, int] = {"cpu": 1}
+CHECK_EVERY_ACCELERATOR = 32
 #: channels_last on CUDA when autocast is on (tensor-core convolutions want NHWC; airbench does the
 #: same). bench/gpu_throughput.py times the plain loop both ways: flip this if NCHW wins there.
 CHANNELS_LAST = True
@@ -362,7 +364,7 @@ def train_proxy(model: nn.Module, data: ProxyData, config: TrainConfig | None = 
 
     half = autocast_dtype(device, cfg.amp)
     layout = torch.channels_last if half is not None and CHANNELS_LAST else torch.contiguous_format
-    check_every = 1 if device.type == "cpu" else CHECK_EVERY
+    check_every = CHECK_EVERY.get(device.type, CHECK_EVERY_ACCELERATOR)
     prev_threads = torch.get_num_threads()
     t_start = time.perf_counter()
     train_seconds = 0.0

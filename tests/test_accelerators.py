@@ -110,3 +110,59 @@ def test_cuda_worker_sees_only_its_gpu(tmp_path: Path, tiny_yaml: Callable[..., 
     assert main(["search", str(f), "--no-progress"]) == 0
     trials = optuna.load_study(study_name="gpus", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}").get_trials()
     assert {t.user_attrs["train_device"] for t in trials} == {"cuda:0"}  # each worker's one visible GPU
+
+
+def _with_search(exp, **kw):  # noqa: ANN001, ANN202 - Experiment
+    return exp.model_copy(update={"search": exp.search.model_copy(update=kw)})
+
+
+def test_trials_per_gpu_fills_each_gpu_with_n_workers(tiny_yaml: Callable[..., Path]) -> None:
+    from collections import Counter
+
+    from nas.backends.optuna_search import worker_gpu
+
+    exp = load_experiment(tiny_yaml())
+    two = _with_search(exp, trials_per_gpu=2)
+    assert [worker_gpu(two, i, ["0", "1"]) for i in range(6)] == ["0", "0", "1", "1", "0", "0"]
+    assert [worker_gpu(two, i, ["5", "7"]) for i in range(4)] == ["5", "5", "7", "7"]  # CUDA_VISIBLE_DEVICES ids
+    for n, gpus in ((1, ["0", "1"]), (3, ["0", "1", "2"]), (4, ["0", "1"]), (8, ["0"])):
+        per = _with_search(exp, trials_per_gpu=n)
+        workers = n * len(gpus)
+        assert Counter(worker_gpu(per, i, gpus) for i in range(workers)) == dict.fromkeys(gpus, n)
+    assert worker_gpu(two, 0, []) is None  # no GPU: CPU training
+    cpu = two.model_copy(update={"train": two.train.model_copy(update={"device": "cpu"})})
+    assert worker_gpu(cpu, 1, ["0", "1"]) is None
+
+
+def test_ray_trials_ask_for_one_nth_of_a_gpu(tiny_yaml: Callable[..., Path]) -> None:
+    from nas.backends.ray_search import trial_resources  # ray itself is imported only when a search runs
+
+    exp = load_experiment(tiny_yaml())
+    assert trial_resources(_with_search(exp, trials_per_gpu=4)) == {"cpu": 1, "gpu": 0.25}
+    assert trial_resources(_with_search(exp, trials_per_gpu=1)) == {"cpu": 1, "gpu": 1.0}
+    cpu = _with_search(exp, trials_per_gpu=4).model_copy(
+        update={"train": exp.train.model_copy(update={"device": "cpu"})})
+    assert trial_resources(cpu) == {"cpu": 1}  # a CPU-trained search holds no GPU share
+
+
+def test_trials_per_gpu_and_gpus_per_trial_are_one_choice(tiny_yaml: Callable[..., Path],
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    f = tiny_yaml(name="both", search="trials_per_gpu: 2, gpus_per_trial: 0.5")
+    assert main(["search", str(f), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "trials_per_gpu or gpus_per_trial" in err and "0.5" in err
+    g = tiny_yaml(name="zero", search="trials_per_gpu: 0")
+    assert main(["search", str(g), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "search.trials_per_gpu" in err
+
+
+def test_train_device_cuda_without_cuda_is_one_line(monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a machine without CUDA, wherever this runs
+    assert main(["train", "shufflenet_v1_g3_x0_25", "--device", "cuda", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "argument --device: device cuda: CUDA is not available here" in err and "Traceback" not in err
+    assert main(["train", "shufflenet_v1_g3_x0_25", "--device", "tpu"]) == 2
+    assert "argument --device: device must be auto, cpu, cuda or cuda:N, got 'tpu'" in capsys.readouterr().err

@@ -232,6 +232,11 @@ def _proxy_model(ph: _Phases, arch: Arch) -> tuple[Any, Any, Any]:
 
         import torch
 
+        from objectives.accuracy import CUBLAS_DETERMINISTIC
+
+        if exp.train.deterministic:  # before zero-cost scoring: cuBLAS reads it when it first sizes a workspace
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC)
+
         visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
         ph.put("train_gpu", visible[device.index or 0] if len(visible) > (device.index or 0) else str(device.index or 0))
         ph.put("train_gpu_name", torch.cuda.get_device_name(device))
