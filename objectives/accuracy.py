@@ -305,7 +305,11 @@ def autocast_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
     """bf16 where the GPU supports it, else float16 (which needs a GradScaler); None: no autocast."""
     if not amp or device.type != "cuda":
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    try:  # native support only: emulated bf16 (pre-Ampere) is slower than float16
+        native = torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # a torch without the emulation flag
+        native = torch.cuda.is_bf16_supported()
+    return torch.bfloat16 if native else torch.float16
 
 
 @contextlib.contextmanager
