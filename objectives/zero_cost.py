@@ -224,7 +224,8 @@ def meco(model: nn.Module, batch: torch.Tensor) -> float:
     One image and one forward pass, as in the paper. Eval-mode BN on a deep copy: with one
     image, batch statistics of a 1 x 1 feature map (small proxy inputs reach one) are
     undefined. A channel that does not vary has no correlation: its entries count as 0, as in
-    the paper's code, so dead channels lower the score.
+    the paper's code, so dead channels lower the score. A layer with no more positions than
+    channels (late layers of small proxy inputs) adds exactly 0: its matrix is singular.
     """
     if batch.dim() != 4 or batch.shape[0] < 1:
         raise ValueError(f"meco: batch must be N x C x H x W with N >= 1, got shape {tuple(batch.shape)}")
@@ -232,7 +233,12 @@ def meco(model: nn.Module, batch: torch.Tensor) -> float:
     mins: list[torch.Tensor] = []
 
     def hook(_m: nn.Module, _inputs: Any, out: torch.Tensor) -> None:
-        corr = torch.atleast_2d(torch.corrcoef(out[0].detach().flatten(1).to(torch.float64)))
+        fmap = out[0].detach().flatten(1).to(torch.float64)  # channels x positions
+        if fmap.shape[1] <= fmap.shape[0]:
+            # centred over at most C positions, the C x C matrix has rank < C: its smallest eigenvalue is
+            # exactly 0 (a solver returns +-1e-15 noise, at O(C^3) cost for the wide late layers)
+            return
+        corr = torch.atleast_2d(torch.corrcoef(fmap))
         mins.append(torch.linalg.eigvalsh(torch.nan_to_num(corr, nan=0.0, posinf=0.0, neginf=0.0))[0])
 
     handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, nn.Conv2d)]
@@ -242,9 +248,9 @@ def meco(model: nn.Module, batch: torch.Tensor) -> float:
     finally:
         for h in handles:
             h.remove()
-    if not mins:
+    if not handles:
         raise ValueError(f"meco: {type(model).__name__} has no conv layer, so it has no feature maps")
-    return float(torch.stack(mins).sum())
+    return float(torch.stack(mins).sum()) if mins else 0.0
 
 
 # ---------------------------------------------------------------------------- registry

@@ -229,3 +229,17 @@ def test_meco_counts_a_dead_channel_as_uncorrelated() -> None:
         net[0].weight.copy_(torch.tensor([1.0, 0.0]).view(2, 1, 1, 1))  # channel 2 is all zeros
     x, _ = _tiny_batch()
     assert meco(net, x) == 0.0
+
+
+def test_meco_layer_with_fewer_positions_than_channels_adds_zero() -> None:
+    """C channels over P <= C positions: the centred C x C correlation has rank < C, so lambda_min is 0."""
+    torch.manual_seed(2)
+    wide = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1, bias=False), nn.Conv2d(3, 9, 1, bias=False))  # 9 >= 3x3
+    x = torch.randn(1, 1, 3, 3)
+    h1 = wide[0](x)[0].flatten(1).double().detach()
+    c = h1 - h1.mean(1, keepdim=True)
+    cov = c @ c.T
+    d = cov.diagonal().sqrt()
+    expected = float(torch.linalg.eigvalsh(cov / (d[:, None] * d[None, :])).min())  # the first layer only
+    assert expected > 1e-6
+    assert meco(wide, x) == pytest.approx(expected, rel=1e-9)
