@@ -14,8 +14,8 @@ never changed. Every tensor a proxy makes lives on the device of the images it i
   gradients"): per conv/linear layer, log of the sum over weights of mean |gradient| / gradient
   standard deviation across the batch's splits (2, the paper's default); summed over layers.
 - `meco` (Jiang et al., NeurIPS 2023, "MeCo: zero-shot NAS with one data and single forward
-  pass via minimum eigenvalue of correlation"): sum over conv layers of the smallest
-  eigenvalue of the channel correlation matrix of the feature map of one image.
+  pass via minimum eigenvalue of correlation"): sum over the ReLUs of the smallest eigenvalue
+  of the channel correlation matrix of the activation map of one image.
 """
 
 from __future__ import annotations
@@ -70,34 +70,26 @@ def synflow(model: nn.Module, input_shape_chw: tuple[int, int, int]) -> float:
 _RELUS = frozenset({torch.relu, torch.relu_, F.relu, F.relu_, torch.Tensor.relu, torch.Tensor.relu_})
 
 
-class _ReluKernel(TorchFunctionMode):
-    """Accumulates the NASWOT kernel from the input of every ReLU call, however it is spelled.
+class _ReluTap(TorchFunctionMode):
+    """Hands the input of every ReLU call, however it is spelled, to `see` (NASWOT's codes, MeCo's maps).
 
     ShuffleNet units call `torch.relu` functionally (and on `y + x` after the residual
     add), while the stem uses `nn.ReLU`; hooks on `nn.ReLU` modules would miss every unit,
     and hooks on BatchNorm outputs would record the linear depthwise BN (bn2, which has no
     ReLU) and miss the residual add before the unit's ReLU. Intercepting the ReLU call
-    itself records exactly the pre-activation sign pattern that the ReLUs see, for any
-    model built from standard ReLUs (`nn.ReLU` dispatches to `F.relu`).
-
-    The kernel is summed layer by layer (codes of a whole network are ~10^6 units per
-    image; concatenating them costs far more memory traffic than the products).
+    itself sees exactly the pre-activations that the ReLUs see, for any model built from
+    standard ReLUs (`nn.ReLU` dispatches to `F.relu`).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, see: Callable[[torch.Tensor], None]) -> None:
         super().__init__()
-        self.kernel: torch.Tensor | None = None
-        self.units = 0
+        self.see = see
+        self.calls = 0
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         if func in _RELUS and args and isinstance(args[0], torch.Tensor):
-            c = (args[0].detach() > 0).flatten(1).to(torch.float32)
-            # C C^T + (1-C)(1-C)^T = 2 C C^T - s_i - s_j + D, with s the per-image count of active units;
-            # float32 is exact here (integers below 2^24 per layer), the running sum is float64
-            s = c.sum(1, dtype=torch.float64)
-            k = 2.0 * (c @ c.T).to(torch.float64) - s[:, None] - s[None, :] + c.shape[1]
-            self.kernel = k if self.kernel is None else self.kernel + k
-            self.units += c.shape[1]
+            self.see(args[0].detach())  # before the call: an in-place ReLU overwrites its input
+            self.calls += 1
         return func(*args, **(kwargs or {}))
 
 
@@ -105,15 +97,26 @@ def naswot_kernel(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
     """K[i, j] = number of ReLU units on which images i and j agree (N x N, float64).
 
     BatchNorm uses batch statistics (train mode, as in Mellor et al.) on a deep copy, so
-    the caller's running statistics are untouched.
+    the caller's running statistics are untouched. The kernel is summed layer by layer (codes
+    of a whole network are ~10^6 units per image; concatenating them costs far more memory
+    traffic than the products).
     """
+    parts: list[torch.Tensor] = []
+
+    def see(x: torch.Tensor) -> None:
+        c = (x > 0).flatten(1).to(torch.float32)
+        # C C^T + (1-C)(1-C)^T = 2 C C^T - s_i - s_j + D, with s the per-image count of active units;
+        # float32 is exact here (integers below 2^24 per layer), the running sum is float64
+        s = c.sum(1, dtype=torch.float64)
+        k = 2.0 * (c @ c.T).to(torch.float64) - s[:, None] - s[None, :] + c.shape[1]
+        parts[:] = [k if not parts else parts[0] + k]
+
     net = copy.deepcopy(model).train()
-    mode = _ReluKernel()
-    with torch.no_grad(), mode:
+    with torch.no_grad(), _ReluTap(see):
         net(batch)
-    if mode.kernel is None:
+    if not parts:
         raise ValueError(f"naswot: {type(model).__name__} calls no ReLU, so it has no activation codes")
-    return mode.kernel
+    return parts[0]
 
 
 def naswot(model: nn.Module, batch: torch.Tensor) -> float:
@@ -218,38 +221,38 @@ def zico(model: nn.Module, batch: torch.Tensor, targets: torch.Tensor, *, splits
 
 
 def meco(model: nn.Module, batch: torch.Tensor) -> float:
-    """MeCo: sum over conv layers of the smallest eigenvalue of the C x C Pearson correlation
-    between the channels of the layer's feature map for one image (the batch's first).
+    """MeCo: sum over the network's ReLUs of the smallest eigenvalue of the C x C Pearson
+    correlation between the channels of the ReLU's output feature map for one image (the
+    batch's first).
 
-    One image and one forward pass, as in the paper. Eval-mode BN on a deep copy: with one
-    image, batch statistics of a 1 x 1 feature map (small proxy inputs reach one) are
-    undefined. A channel that does not vary has no correlation: its entries count as 0, as in
-    the paper's code, so dead channels lower the score. A layer with no more positions than
-    channels (late layers of small proxy inputs) adds exactly 0: its matrix is singular.
+    The feature maps are the activations (post-ReLU), as in the paper's analysis of ReLU
+    networks: a conv output is linear in its C_in * k * k inputs, so its correlation matrix is
+    singular whenever it has more channels than that. One image and one forward pass, as in
+    the paper. Eval-mode BN on a deep copy: with one image, batch statistics of a 1 x 1 feature
+    map (small proxy inputs reach one) are undefined. A channel that does not vary (a dead
+    ReLU) has no correlation: its entries count as 0, as in the paper's code, so dead channels
+    lower the score. A map with no more positions than channels adds exactly 0: its centred
+    correlation matrix is singular (a solver would return +-1e-15 noise at O(C^3) cost).
     """
     if batch.dim() != 4 or batch.shape[0] < 1:
         raise ValueError(f"meco: batch must be N x C x H x W with N >= 1, got shape {tuple(batch.shape)}")
-    net = copy.deepcopy(model).eval()
     mins: list[torch.Tensor] = []
 
-    def hook(_m: nn.Module, _inputs: Any, out: torch.Tensor) -> None:
-        fmap = out[0].detach().flatten(1).to(torch.float64)  # channels x positions
+    def see(x: torch.Tensor) -> None:
+        if x.dim() != 4:
+            return  # a ReLU on vectors (a classifier head) has no channels x positions map
+        fmap = x[0].clamp(min=0).flatten(1).to(torch.float64)  # the ReLU's output: channels x positions
         if fmap.shape[1] <= fmap.shape[0]:
-            # centred over at most C positions, the C x C matrix has rank < C: its smallest eigenvalue is
-            # exactly 0 (a solver returns +-1e-15 noise, at O(C^3) cost for the wide late layers)
             return
         corr = torch.atleast_2d(torch.corrcoef(fmap))
         mins.append(torch.linalg.eigvalsh(torch.nan_to_num(corr, nan=0.0, posinf=0.0, neginf=0.0))[0])
 
-    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, nn.Conv2d)]
-    try:
-        with torch.no_grad():
-            net(batch[:1])
-    finally:
-        for h in handles:
-            h.remove()
-    if not handles:
-        raise ValueError(f"meco: {type(model).__name__} has no conv layer, so it has no feature maps")
+    net = copy.deepcopy(model).eval()
+    tap = _ReluTap(see)
+    with torch.no_grad(), tap:
+        net(batch[:1])
+    if not tap.calls:
+        raise ValueError(f"meco: {type(model).__name__} calls no ReLU, so it has no feature maps")
     return float(torch.stack(mins).sum()) if mins else 0.0
 
 

@@ -201,22 +201,25 @@ def test_zico_matches_a_hand_computation() -> None:
         zico(net, x, y, splits=1)
 
 
+def _min_eig_corr(fmap: torch.Tensor) -> float:
+    """Smallest eigenvalue of the Pearson correlation between the rows (channels) of a C x P map."""
+    f = fmap.double()
+    c = f - f.mean(1, keepdim=True)
+    cov = c @ c.T
+    d = cov.diagonal().sqrt()
+    assert bool((d > 0).all())  # no dead channel: the plain formula applies
+    return float(torch.linalg.eigvalsh(cov / (d[:, None] * d[None, :])).min())
+
+
 def test_meco_matches_a_hand_computation() -> None:
     net = _tiny()
     x, _ = _tiny_batch()
     h1, h2, _ = _forward(net[0].weight.detach(), net[2].weight.detach(), net[6].weight.detach(),
                          net[6].bias.detach(), x[:1])  # MeCo: one image
-
-    def min_eig_corr(fmap: torch.Tensor) -> float:
-        f = fmap[0].flatten(1).double()  # channels x positions
-        c = f - f.mean(1, keepdim=True)
-        cov = c @ c.T
-        d = cov.diagonal().sqrt()
-        corr = cov / (d[:, None] * d[None, :])
-        return float(torch.linalg.eigvalsh(corr).min())
-
-    expected = min_eig_corr(h1) + min_eig_corr(h2)
-    assert 0 < min_eig_corr(h1) < 1 and 0 < min_eig_corr(h2) < 1  # a correlation matrix of distinct channels
+    # the feature maps are the two ReLUs' outputs, channels x positions
+    r1, r2 = h1[0].clamp(min=0).flatten(1), h2[0].clamp(min=0).flatten(1)
+    expected = _min_eig_corr(r1) + _min_eig_corr(r2)
+    assert 0 < _min_eig_corr(r1) < 1 and 0 < _min_eig_corr(r2) < 1  # distinct channels: a proper correlation
     assert meco(net, x) == pytest.approx(expected, rel=1e-9)
     assert meco(net, x[:1]) == meco(net, x)  # only the first image counts
     assert meco(net, x[1:2]) != pytest.approx(expected)
@@ -224,22 +227,21 @@ def test_meco_matches_a_hand_computation() -> None:
 
 def test_meco_counts_a_dead_channel_as_uncorrelated() -> None:
     """A constant channel has no correlation: its row and column are 0, so the smallest eigenvalue is 0."""
-    net = nn.Sequential(nn.Conv2d(1, 2, 1, bias=False))
+    net = nn.Sequential(nn.Conv2d(1, 2, 1, bias=False), nn.ReLU())
     with torch.no_grad():
-        net[0].weight.copy_(torch.tensor([1.0, 0.0]).view(2, 1, 1, 1))  # channel 2 is all zeros
-    x, _ = _tiny_batch()
+        net[0].weight.copy_(torch.tensor([1.0, -1.0]).view(2, 1, 1, 1))
+    x = torch.rand(1, 1, 5, 5) + 0.1  # positive: channel 2 is dead after the ReLU
     assert meco(net, x) == 0.0
+    with pytest.raises(ValueError, match="calls no ReLU"):
+        meco(nn.Sequential(nn.Conv2d(1, 2, 1)), x)
 
 
-def test_meco_layer_with_fewer_positions_than_channels_adds_zero() -> None:
+def test_meco_map_with_fewer_positions_than_channels_adds_zero() -> None:
     """C channels over P <= C positions: the centred C x C correlation has rank < C, so lambda_min is 0."""
     torch.manual_seed(2)
-    wide = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1, bias=False), nn.Conv2d(3, 9, 1, bias=False))  # 9 >= 3x3
+    wide = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1, bias=False), nn.ReLU(),
+                         nn.Conv2d(3, 9, 1, bias=False), nn.ReLU())  # 9 channels over 3 x 3 positions
     x = torch.randn(1, 1, 3, 3)
-    h1 = wide[0](x)[0].flatten(1).double().detach()
-    c = h1 - h1.mean(1, keepdim=True)
-    cov = c @ c.T
-    d = cov.diagonal().sqrt()
-    expected = float(torch.linalg.eigvalsh(cov / (d[:, None] * d[None, :])).min())  # the first layer only
+    expected = _min_eig_corr(wide[0](x)[0].detach().clamp(min=0).flatten(1))  # the first ReLU only
     assert expected > 1e-6
     assert meco(wide, x) == pytest.approx(expected, rel=1e-9)
