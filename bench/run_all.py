@@ -107,6 +107,32 @@ def x_train(d: dict[str, Any]) -> list[Figure]:
     return out
 
 
+def x_gpu(d: dict[str, Any]) -> list[Figure]:
+    """The trainer vs a plain loop on a GPU, and N candidates per GPU; without CUDA one unjudged line."""
+    if not d.get("measured"):
+        return [Figure("GPU throughput: train_proxy / plain loop, N candidates per GPU",
+                       d.get("reason") or "not measured", "", note="the goals (trainer >= 0.9x the plain loop, "
+                       ">= 3x aggregate with N per GPU) are judged only where a CUDA device is present")]
+    r, best = d.get("ratio_trainer_over_plain"), d.get("best_aggregate_over_one")
+    ips = d.get("images_per_s") or {}
+    where = (f"{d.get('gpu')}, {d.get('model')} at {d.get('resolution')} px, {d.get('train_size')} images, "
+             f"batch {d.get('batch_size')}, {d.get('epochs')} epochs, {d.get('autocast')}")
+    out = [
+        Figure("GPU: train_proxy / plain loop throughput (medians)", r, "ratio", f">= {d.get('goal_ratio')}",
+               _goal(r, ">=", float(d.get("goal_ratio", 0.9))), f"{d.get('repeats')} repeats; {where}"),
+        Figure("GPU: train_proxy throughput (median)", ips.get("trainer"), "img/s"),
+        Figure("GPU: plain loop channels_last / NCHW (median img/s)",
+               f"{ips.get('plain_channels_last', float('nan')):,.0f} / {ips.get('plain_nchw', float('nan')):,.0f}",
+               "img/s", note=f"the trainer uses channels_last: {d.get('channels_last')}"),
+        Figure(f"GPU: aggregate throughput, best N ({d.get('best_candidates_per_gpu')}) per GPU / one", best,
+               "ratio", f">= {d.get('goal_aggregate')}", _goal(best, ">=", float(d.get("goal_aggregate", 3.0))),
+               "N processes training at once on one GPU, as search.trials_per_gpu: N"),
+    ]
+    for n, v in (d.get("aggregate_images_per_s") or {}).items():
+        out.append(Figure(f"GPU: aggregate throughput, {n} candidate(s) per GPU", v, "img/s"))
+    return out
+
+
 def x_latency(d: dict[str, Any]) -> list[Figure]:
     r = d.get("max_min_ratio")
     med = d.get("medians_ms") or []
@@ -253,6 +279,8 @@ BENCHES: list[Bench] = [
           x_flops, what="analytic MACs vs ptflops speed"),
     Bench("train_throughput", "bench/train_throughput.py", [], ["--train-size", "1000", "--repeats", "3"],
           x_train, what="train_proxy vs hand-written loops"),
+    Bench("gpu_throughput", "bench/gpu_throughput.py", [], ["--repeats", "1", "--candidates", "1,2,4"],
+          x_gpu, what="train_proxy vs a plain loop on a GPU; N candidates per GPU (needs CUDA)"),
     Bench("latency_repeatability", "bench/latency_repeatability.py", [], ["--processes", "3", "--min-time", "1.0"],
           x_latency, what="same model in separate processes"),
     Bench("latency_drift", "bench/latency_drift.py", [], ["--quick"],

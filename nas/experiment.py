@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from nas.errors import UserError
 
-OBJECTIVE_NAMES = ("accuracy", "mmacs", "latency_ms", "params", "score", "naswot")
+OBJECTIVE_NAMES = ("accuracy", "mmacs", "latency_ms", "params", "score", "naswot", "zico", "meco")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
@@ -102,7 +102,9 @@ class TrainSection(_Strict):
     nesterov: bool = False
     #: auto = the first CUDA device when there is one (each local worker gets its own), else the CPU
     device: str = "auto"
-    amp: bool = False  # mixed precision on CUDA
+    amp: bool = True  # mixed precision on CUDA (bf16 where supported, else float16); no effect on the CPU
+    #: CUDA results equal run to run, at some speed (default: fastest); the CPU is deterministic either way
+    deterministic: bool = False
     warmup_steps: int = Field(0, ge=0)
     bn_recalibrate: int = Field(0, ge=0)
 
@@ -197,6 +199,9 @@ class SearchConfig(_Strict):
     gpus_per_trial: float = Field(0.0, ge=0, le=64)
     #: a sampled architecture the study already has is not trained again and costs no trial (Optuna backend)
     skip_duplicates: bool = True
+    #: trials that train at once on each GPU: N local workers share one GPU (worker i on GPU (i // N) mod G);
+    #: Ray asks 1/N of a GPU per trial. None: one worker per GPU round robin, Ray as gpus_per_trial says
+    trials_per_gpu: int | None = Field(None, ge=1, le=64)
 
     @field_validator("study_name")
     @classmethod
@@ -204,6 +209,13 @@ class SearchConfig(_Strict):
         if v is not None and not _NAME.match(v):
             raise ValueError(f"must be letters, digits, '_', '.', '-' (max 100), got {v!r}")
         return v
+
+    @model_validator(mode="after")
+    def _gpu_share(self) -> SearchConfig:
+        if self.trials_per_gpu is not None and self.gpus_per_trial > 0:
+            raise ValueError(f"give trials_per_gpu or gpus_per_trial, not both (trials_per_gpu {self.trials_per_gpu} "
+                             f"means gpus_per_trial 1/{self.trials_per_gpu}), got gpus_per_trial {self.gpus_per_trial:g}")
+        return self
 
 
 class EarlyStoppingConfig(_Strict):
@@ -258,7 +270,8 @@ class Experiment(_Strict):
     space: dict[str, Any] = Field(default_factory=dict, validate_default=True)
     deploy: DeployConfig = DeployConfig()
     budget: BudgetConfig
-    objectives: list[Literal["accuracy", "mmacs", "latency_ms", "params", "score", "naswot"]] = ["accuracy", "mmacs"]
+    objectives: list[Literal["accuracy", "mmacs", "latency_ms", "params", "score", "naswot", "zico",
+                             "meco"]] = ["accuracy", "mmacs"]
     score: ScoreConfig | None = None
     data: DataConfig = DataConfig()
     train: TrainSection = TrainSection()
@@ -350,10 +363,12 @@ class Experiment(_Strict):
 
     @property
     def quality(self) -> str | None:
-        """The objective that stands for "how good": trained accuracy, else the NASWOT score."""
+        """The objective that stands for "how good": trained accuracy, else the first zero-cost score."""
         if self.needs_training:
             return "accuracy"
-        return "naswot" if "naswot" in self.objectives else None
+        from objectives.scores import ZERO_COST_OBJECTIVES
+
+        return next((o for o in self.objectives if o in ZERO_COST_OBJECTIVES), None)
 
     def build_space(self) -> Any:
         """The family's space, validated by the space itself (errors name the key)."""

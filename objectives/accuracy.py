@@ -4,26 +4,33 @@
 on `data.val` after each epoch and hands it to `report(epoch, accuracy)`; a `True` answer
 stops training (pruning). A non-finite loss raises `TrainingDiverged` with one line.
 
-Determinism: build the model right after `seed_everything(seed)`; the trainer forks the
-global RNG, seeds it with `config.seed`, shuffles with its own seeded generator, sets
-`config.threads` and, on an accelerator, turns on deterministic algorithms (warn only) with
-cuDNN benchmarking off, restoring all of these on exit. The same seed, model construction and thread count give identical accuracies.
+Determinism: build the model right after `seed_everything(seed)`; the trainer forks the RNG
+of the one device it trains on (and the CPU's), seeds it with `config.seed`, shuffles with its
+own seeded generator and sets `config.threads`, restoring all of these on exit. On the CPU the
+same seed, model construction and thread count give identical accuracies. On CUDA the default
+is speed (cuDNN benchmarking, bf16 autocast, channels_last, no host sync per step);
+`deterministic=True` is the setting whose results are promised equal run to run (deterministic
+algorithms, `CUBLAS_WORKSPACE_CONFIG`, no cuDNN benchmarking).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import os
 import random
 import re
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
+
+from search_spaces import ArchBase, build_model
 
 from .data import ProxyData
 
@@ -33,10 +40,12 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "TrainingDiverged",
+    "build_on",
     "evaluate_accuracy",
     "resolve_device",
     "recalibrate_bn",
     "seed_everything",
+    "seeded",
     "train_proxy",
 ]
 
@@ -79,6 +88,30 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def build_on(arch: ArchBase, device: torch.device | str) -> nn.Module:
+    """`build_model(arch)` initialised on the CPU from the current RNG state, then moved to `device`:
+    the same initial weights whatever the device (CUDA's generator would draw others)."""
+    with torch.device("cpu"):
+        model = build_model(arch)
+    return model.to(device)
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device | str = "cpu") -> Iterator[None]:
+    """Fork and seed the CPU generator and that of `device` only, restoring both on exit.
+
+    `fork_rng(devices=[])` followed by `torch.manual_seed` would reseed every CUDA generator of
+    the caller without restoring them; this seeds exactly the generators it forked.
+    """
+    dev = torch.device(device)
+    cuda = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.random.default_generator.manual_seed(seed)
+        for i in cuda:
+            torch.cuda.default_generators[i].manual_seed(seed)
+        yield
+
+
 def _num(name: str, value: Any, *, low: float | None = None, low_open: bool = False, high: float | None = None,
          integer: bool = False) -> None:
     kind = "an integer" if integer else "a number"
@@ -110,8 +143,12 @@ class TrainConfig:
     nesterov: bool = False
     #: where the caller puts the model ("auto": CUDA when present); the trainer follows the model
     device: str = "auto"
-    #: mixed precision (float16 autocast + gradient scaling) on CUDA; no effect on the CPU
-    amp: bool = False
+    #: mixed precision on CUDA: bf16 autocast where the GPU supports it, else float16 with gradient
+    #: scaling; no effect on the CPU
+    amp: bool = True
+    #: CUDA results equal run to run (deterministic algorithms, CUBLAS_WORKSPACE_CONFIG, no cuDNN
+    #: benchmarking) at some speed; False: fastest. The CPU path is deterministic either way
+    deterministic: bool = False
     warmup_steps: int = 0  # linear warm-up from 0 before the schedule (counted in SGD steps)
     bn_recalibrate: int = 0  # training batches that re-estimate BN statistics before each evaluation
 
@@ -138,8 +175,9 @@ class TrainConfig:
         _num("eval_batch_size", self.eval_batch_size, low=1, integer=True)
         if not isinstance(self.device, str) or not _DEVICE.match(self.device):
             raise ValueError(f"TrainConfig.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-        if not isinstance(self.amp, bool):
-            raise ValueError(f"TrainConfig.amp must be true or false, got {self.amp!r}")
+        for flag in ("amp", "deterministic"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ValueError(f"TrainConfig.{flag} must be true or false, got {getattr(self, flag)!r}")
         _num("warmup_steps", self.warmup_steps, low=0, integer=True)
         _num("bn_recalibrate", self.bn_recalibrate, low=0, integer=True)
         if not isinstance(self.nesterov, bool):
@@ -228,7 +266,7 @@ def recalibrate_bn(model: nn.Module, x: torch.Tensor, batches: int, batch_size: 
     device = _model_device(model)
     try:
         for _ in range(batches):
-            idx = torch.randint(0, len(x), (batch_size,), generator=gen)
+            idx = torch.randint(0, len(x), (batch_size,), generator=gen, device=gen.device)
             model(x.index_select(0, idx.to(x.device)).to(device))
     finally:
         for m, mom in zip(bns, saved, strict=True):
@@ -236,18 +274,71 @@ def recalibrate_bn(model: nn.Module, x: torch.Tensor, batches: int, batch_size: 
 
 
 @torch.inference_mode()
-def evaluate_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
-    """Top-1 accuracy of `model` (put in eval mode) on in-memory tensors."""
+def evaluate_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000, *,
+                      memory_format: torch.memory_format = torch.contiguous_format) -> float:
+    """Top-1 accuracy of `model` (put in eval mode) on in-memory tensors (batches in `memory_format`)."""
     if len(y) == 0:
         return float("nan")
     model.eval()
     device = _model_device(model)
-    correct = 0
+    correct = torch.zeros((), dtype=torch.long, device=device)  # summed on the device: one sync at the end
     for i in range(0, len(y), batch_size):
-        xb = x[i:i + batch_size].to(device, non_blocking=True)
+        xb = x[i:i + batch_size].to(device, non_blocking=True).contiguous(memory_format=memory_format)
         yb = y[i:i + batch_size].to(device, non_blocking=True)
-        correct += int((model(xb).argmax(dim=1) == yb).sum())
-    return correct / len(y)
+        correct += (model(xb).argmax(dim=1) == yb).sum()
+    return int(correct) / len(y)
+
+
+#: Steps between the trainer's finiteness checks, by device type (one host sync each: an accelerator
+#: checks every 32 steps, the CPU, where reading a loss costs nothing, every step). A diverged run
+#: names the first non-finite step either way.
+CHECK_EVERY: dict[str, int] = {"cpu": 1}
+CHECK_EVERY_ACCELERATOR = 32
+#: channels_last on CUDA when autocast is on (tensor-core convolutions want NHWC; airbench does the
+#: same). bench/gpu_throughput.py times the plain loop both ways: flip this if NCHW wins there.
+CHANNELS_LAST = True
+#: deterministic cuBLAS (CUDA docs): one of the two settings torch accepts in deterministic mode
+CUBLAS_DETERMINISTIC = ":4096:8"
+
+
+def autocast_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
+    """bf16 where the GPU supports it, else float16 (which needs a GradScaler); None: no autocast."""
+    if not amp or device.type != "cuda":
+        return None
+    try:  # native support only: emulated bf16 (pre-Ampere) is slower than float16
+        native = torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # a torch without the emulation flag
+        native = torch.cuda.is_bf16_supported()
+    return torch.bfloat16 if native else torch.float16
+
+
+@contextlib.contextmanager
+def _cuda_mode(device: torch.device, deterministic: bool) -> Iterator[None]:
+    """cuDNN benchmarking (fast) or deterministic algorithms (repeatable) for one run, restored after."""
+    if device.type != "cuda":
+        # CPU kernels are deterministic at a fixed thread count already; on CPU the deterministic switch
+        # would also cost ~2 s per process (it imports torch._inductor)
+        yield
+        return
+    prev = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+            torch.backends.cudnn.benchmark)
+    try:
+        if deterministic:
+            # read by cuBLAS when it first sizes its workspace: workers set it before CUDA starts too
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC)
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        else:
+            torch.use_deterministic_algorithms(False)
+            torch.backends.cudnn.benchmark = True
+        with warnings.catch_warnings():
+            # global average pooling (output 1x1) has one contribution per input gradient, so the atomic
+            # adds of its CUDA backward cannot reorder: it is deterministic although torch flags the kernel
+            warnings.filterwarnings("ignore", message=".*adaptive_avg_pool2d_backward_cuda.*")
+            yield
+    finally:
+        torch.use_deterministic_algorithms(prev[0], warn_only=prev[1])
+        torch.backends.cudnn.benchmark = prev[2]
 
 
 def train_proxy(model: nn.Module, data: ProxyData, config: TrainConfig | None = None,
@@ -275,10 +366,10 @@ def train_proxy(model: nn.Module, data: ProxyData, config: TrainConfig | None = 
         batches_per_epoch = min(batches_per_epoch, cfg.max_batches_per_epoch)
     total_steps = batches_per_epoch * cfg.epochs
 
+    half = autocast_dtype(device, cfg.amp)
+    layout = torch.channels_last if half is not None and CHANNELS_LAST else torch.contiguous_format
+    check_every = CHECK_EVERY.get(device.type, CHECK_EVERY_ACCELERATOR)
     prev_threads = torch.get_num_threads()
-    prev_det = torch.are_deterministic_algorithms_enabled()
-    prev_det_warn = torch.is_deterministic_algorithms_warn_only_enabled()
-    prev_benchmark = torch.backends.cudnn.benchmark
     t_start = time.perf_counter()
     train_seconds = 0.0
     images_seen = 0
@@ -290,57 +381,69 @@ def train_proxy(model: nn.Module, data: ProxyData, config: TrainConfig | None = 
     try:
         if cfg.threads is not None and cfg.threads != prev_threads:
             torch.set_num_threads(cfg.threads)
-        if device.type != "cpu":
-            # CPU kernels are deterministic at a fixed thread count already; on CPU this call would
-            # also cost ~2 s per process (it imports torch._inductor)
-            torch.use_deterministic_algorithms(True, warn_only=True)
-            torch.backends.cudnn.benchmark = False
-        with torch.random.fork_rng(devices=[] if device.type == "cpu" else None):
-            torch.manual_seed(cfg.seed)
+        with _cuda_mode(device, cfg.deterministic), seeded(cfg.seed, device):
             gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
+            if layout is torch.channels_last:
+                model.to(memory_format=layout)
             optimizer = _make_optimizer(model, cfg)
             base_lrs = [g["lr"] for g in optimizer.param_groups]
             criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-            amp = cfg.amp and device.type == "cuda"
-            scaler = torch.amp.GradScaler("cuda", enabled=amp)
+            scaler = torch.amp.GradScaler("cuda", enabled=half is torch.float16)  # bf16 needs no scaling
+
+            def check(losses: torch.Tensor, lo: int, hi: int, epoch: int, step0: int) -> None:
+                """TrainingDiverged naming the first non-finite loss among batches [lo, hi) of the epoch."""
+                bad = ~torch.isfinite(losses[lo:hi])
+                if not bool(bad.any()):  # the one host sync of the window
+                    return
+                b = lo + int(bad.nonzero()[0, 0])
+                lr = base_lrs[0] * _lr_factor(cfg.schedule, step0 + b, total_steps, cfg.warmup_steps)
+                raise TrainingDiverged(
+                    f"loss became {float(losses[b])} at epoch {epoch}, batch {b + 1} (lr={lr:.4g}): "
+                    f"lower the learning rate (TrainConfig.lr / --lr), use label smoothing or check the model "
+                    f"for numerically unstable layers")
+
             for epoch in range(1, cfg.epochs + 1):
                 model.train()
                 t0 = time.perf_counter()
-                perm = torch.randperm(n, generator=gen)
+                perm = torch.randperm(n, generator=gen, device="cpu")
                 if device.type != "cpu":
-                    perm = perm.to(device)
-                loss_sum, loss_count = 0.0, 0
+                    perm = perm.to(device, non_blocking=True)
+                losses = torch.empty(batches_per_epoch, dtype=torch.float32, device=device)  # stay on the device
+                sizes: list[int] = []
+                step0, checked = step, 0
                 for b in range(batches_per_epoch):
                     idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
                     xb, yb = x_train.index_select(0, idx), y_train.index_select(0, idx)
+                    xb = xb.contiguous(memory_format=layout)
                     factor = _lr_factor(cfg.schedule, step, total_steps, cfg.warmup_steps)
                     for g, base in zip(optimizer.param_groups, base_lrs, strict=True):
                         g["lr"] = base * factor
-                    with torch.autocast("cuda", dtype=torch.float16) if amp else contextlib.nullcontext():
-                        out = model(xb)
-                        loss = criterion(out, yb)
-                    value = float(loss.detach())
-                    if not math.isfinite(value):
-                        raise TrainingDiverged(
-                            f"loss became {value} at epoch {epoch}, batch {b + 1} (lr={base_lrs[0] * factor:.4g}): "
-                            f"lower the learning rate (TrainConfig.lr / --lr), use label smoothing or check the model "
-                            f"for numerically unstable layers")
+                    with torch.autocast("cuda", dtype=half) if half is not None else contextlib.nullcontext():
+                        loss = criterion(model(xb), yb)
+                    losses[b] = loss.detach()
+                    sizes.append(len(idx))
+                    if b + 1 - checked >= check_every:
+                        check(losses, checked, b + 1, epoch, step0)
+                        checked = b + 1
                     optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()  # plain backward/step when amp is off
+                    scaler.scale(loss).backward()  # plain backward/step without float16
                     scaler.step(optimizer)
                     scaler.update()
-                    loss_sum += value * len(yb)
-                    loss_count += len(yb)
                     step += 1
                     if progress is not None:
                         progress(step, total_steps)
-                train_seconds += time.perf_counter() - t0
-                images_seen += loss_count
-                last_loss = loss_sum / max(loss_count, 1)
+                check(losses, checked, batches_per_epoch, epoch, step0)
+                # summed on the host in step order, as the per-step reads did: identical figures on the CPU
+                loss_sum = 0.0
+                for value, size in zip(losses.tolist(), sizes, strict=True):
+                    loss_sum += value * size
+                train_seconds += time.perf_counter() - t0  # after the sync above: the epoch's kernels are done
+                images_seen += sum(sizes)
+                last_loss = loss_sum / max(sum(sizes), 1)
                 all_loss_sum += loss_sum
                 if cfg.bn_recalibrate:
                     recalibrate_bn(model, x_train, cfg.bn_recalibrate, cfg.batch_size, gen)
-                acc = evaluate_accuracy(model, x_val, y_val, cfg.eval_batch_size)
+                acc = evaluate_accuracy(model, x_val, y_val, cfg.eval_batch_size, memory_format=layout)
                 history.append((epoch, acc))
                 if report is not None and report(epoch, acc):
                     stopped = True
@@ -348,9 +451,8 @@ def train_proxy(model: nn.Module, data: ProxyData, config: TrainConfig | None = 
     finally:
         if cfg.threads is not None and torch.get_num_threads() != prev_threads:
             torch.set_num_threads(prev_threads)
-        if device.type != "cpu":
-            torch.use_deterministic_algorithms(prev_det, warn_only=prev_det_warn)
-            torch.backends.cudnn.benchmark = prev_benchmark
+        if layout is not torch.contiguous_format:
+            model.to(memory_format=torch.contiguous_format)  # hand the caller's model back as it came
 
     accs = [a for _, a in history]
     return TrainResult(

@@ -38,8 +38,14 @@ OBJECTIVES: dict[str, Objective] = {
         Objective("score", "maximize", "", "Scalarised score acc*(lat/T)^w"),
         # zero-cost ranking signal (Mellor et al. 2021): no training; see README "Proxy fidelity"
         Objective("naswot", "maximize", "log-det", "NASWOT score at initialisation (no training)"),
+        # zero-cost scores from objectives.zero_cost (Li et al. 2023; Jiang et al. 2023): one batch, no training
+        Objective("zico", "maximize", "", "ZiCo score at initialisation (no training)"),
+        Objective("meco", "maximize", "", "MeCo score at initialisation (no training)"),
     )
 }
+
+#: Objectives scored on the untrained network (objectives.zero_cost), no training needed.
+ZERO_COST_OBJECTIVES: tuple[str, ...] = ("naswot", "zico", "meco")
 
 
 def validate_objectives(names: Iterable[str]) -> list[str]:

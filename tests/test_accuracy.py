@@ -165,3 +165,48 @@ def test_bn_recalibration_rewrites_running_stats(small: ProxyData) -> None:
     r1, r2 = _run(small, cfg), _run(small, cfg)
     assert r1.accuracy == r2.accuracy and r1.mean_train_loss == r2.mean_train_loss  # still deterministic
     assert r1.mean_train_loss > 0
+
+
+def test_divergence_checked_at_an_interval_names_the_same_batch(small: ProxyData,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """An accelerator reads the losses every CHECK_EVERY steps (no host sync per step); the error still
+    names the first non-finite batch, its loss and its learning rate, as the per-step check did."""
+    import objectives.accuracy as acc
+
+    def message(every: int) -> str:
+        monkeypatch.setitem(acc.CHECK_EVERY, "cpu", every)
+        with pytest.raises(TrainingDiverged) as exc:
+            _run(small, TrainConfig(epochs=2, lr=1e30, batch_size=64, schedule="linear"))
+        return str(exc.value)
+
+    per_step, windowed = message(1), message(4)
+    # batch 2 sits inside the first window of 4: the windowed check must look back to it
+    assert per_step.startswith("loss became nan at epoch 1, batch 2 (lr=9.5e+29)")
+    assert windowed == per_step
+
+
+def test_deterministic_setting_gives_equal_accuracies_twice(small: ProxyData) -> None:
+    cfg = TrainConfig(epochs=2, batch_size=64, lr=0.1, seed=3, deterministic=True, bn_recalibrate=1)
+    a, b = _run(small, cfg), _run(small, cfg)
+    assert a.history == b.history and a.mean_train_loss == b.mean_train_loss
+    assert len(a.history) == 2 and a.images_seen == 2 * 600
+
+
+def test_no_cuda_generator_is_reseeded(small: ProxyData, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`fork_rng(devices=[])` then `torch.manual_seed` reseeded every CUDA generator of the caller
+    (torch.manual_seed calls torch.cuda.manual_seed_all); the trainer and the proxies seed only the
+    generators they forked."""
+    from objectives.zero_cost import arch_zero_cost, naswot_mean, proxy_batch
+    from search_spaces import make_arch
+
+    calls: list[int] = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: calls.append(seed))
+    assert torch.manual_seed(5) is not None and calls == [5]  # the trap sees torch.manual_seed
+    calls.clear()
+    train_proxy(tiny_cnn(), small, TrainConfig(epochs=1, max_batches_per_epoch=2))
+    arch = make_arch(groups=2, width=0.25, repeats=(1, 1, 1), num_classes=10).for_proxy(
+        in_channels=small.in_channels, num_classes=small.num_classes, resolution=small.resolution)
+    x, y = proxy_batch(small, 8)
+    arch_zero_cost(arch, x, y, proxies=["naswot", "grad_norm"])
+    naswot_mean(arch, x, draws=1, batch=8)
+    assert calls == []

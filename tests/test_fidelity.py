@@ -229,7 +229,7 @@ def test_proxy_hash_covers_every_recipe_field() -> None:
                "train": {"epochs": 2, "batch_size": 19, "optimizer": "adamw", "lr": 0.049, "momentum": 0.8,
                          "weight_decay": 1e-4, "schedule": "linear", "label_smoothing": 0.1, "seed": 1,
                          "threads": 2, "max_batches_per_epoch": 2, "nesterov": True, "warmup_steps": 1,
-                         "bn_recalibrate": 1, "device": "cpu", "amp": True}}
+                         "bn_recalibrate": 1, "device": "cpu", "amp": False, "deterministic": True}}
     assert set(changes["train"]) == set(TrainSection.model_fields)  # a new recipe field must be listed here
     assert set(changes["data"]) | {"root", "download"} == set(DataConfig.model_fields)
     for section, fields in changes.items():

@@ -15,11 +15,13 @@ from objectives.zero_cost import (
     PROXIES,
     arch_zero_cost,
     grad_norm,
+    meco,
     naswot,
     naswot_kernel,
     proxy_batch,
     synflow,
     zero_cost_scores,
+    zico,
 )
 from search_spaces import build_model, preset
 
@@ -145,3 +147,101 @@ def test_proxy_batch_from_real_data() -> None:
     assert all(math.isfinite(v) for v in scores.values())
     with pytest.raises(ValueError, match="batch size"):
         proxy_batch(data, 1)
+
+
+# ---------------------------------------------------------------------------- ZiCo and MeCo by hand
+
+
+def _tiny() -> nn.Sequential:
+    """conv(1->3) relu conv(3->2) relu global-average-pool linear(2->3): no BN, so train and eval agree."""
+    torch.manual_seed(11)
+    return nn.Sequential(nn.Conv2d(1, 3, 3, padding=1, bias=False), nn.ReLU(),
+                         nn.Conv2d(3, 2, 3, padding=1, bias=False), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 3))
+
+
+def _tiny_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(5)
+    return torch.randn(6, 1, 5, 5, generator=g), torch.tensor([0, 1, 2, 2, 1, 0])
+
+
+def _forward(w1: torch.Tensor, w2: torch.Tensor, w3: torch.Tensor, b3: torch.Tensor,
+             x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The tiny network written out: both conv outputs (pre-ReLU) and the logits."""
+    h1 = torch.nn.functional.conv2d(x, w1, padding=1)
+    h2 = torch.nn.functional.conv2d(h1.clamp(min=0), w2, padding=1)
+    pooled = h2.clamp(min=0).sum((2, 3)) / (h2.shape[2] * h2.shape[3])
+    return h1, h2, pooled @ w3.T + b3
+
+
+def test_zico_matches_a_hand_computation() -> None:
+    net = _tiny()
+    x, y = _tiny_batch()
+    weights = [net[0].weight, net[2].weight, net[6].weight]
+    halves = []
+    for lo, hi in ((0, 3), (3, 6)):  # ZiCo's default: 2 splits of the batch
+        ws = [w.detach().clone().requires_grad_(True) for w in weights]
+        b3 = net[6].bias.detach()
+        logits = _forward(*ws, b3, x[lo:hi])[2]
+        loss = -(logits.log_softmax(1)[torch.arange(hi - lo), y[lo:hi]]).mean()
+        halves.append(torch.autograd.grad(loss, ws))
+    expected = 0.0
+    for ga, gb in zip(*halves, strict=True):
+        ga, gb = ga.double().flatten(), gb.double().flatten()
+        mean_abs = (ga.abs() + gb.abs()) / 2
+        std = (ga - gb).abs() / 2  # population std of two values
+        keep = std > 0
+        assert keep.sum() > 0
+        expected += math.log(float((mean_abs[keep] / std[keep]).sum()))
+    before = copy.deepcopy(net.state_dict())
+    assert zico(net, x, y) == pytest.approx(expected, rel=1e-9)
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())  # scored on a copy
+    assert all(p.grad is None for p in net.parameters())
+    with pytest.raises(ValueError, match="zico: splits must be an integer >= 2"):
+        zico(net, x, y, splits=1)
+
+
+def _min_eig_corr(fmap: torch.Tensor) -> float:
+    """Smallest eigenvalue of the Pearson correlation between the rows (channels) of a C x P map."""
+    f = fmap.double()
+    c = f - f.mean(1, keepdim=True)
+    cov = c @ c.T
+    d = cov.diagonal().sqrt()
+    assert bool((d > 0).all())  # no dead channel: the plain formula applies
+    return float(torch.linalg.eigvalsh(cov / (d[:, None] * d[None, :])).min())
+
+
+def test_meco_matches_a_hand_computation() -> None:
+    net = _tiny()
+    x, _ = _tiny_batch()
+    h1, h2, _ = _forward(net[0].weight.detach(), net[2].weight.detach(), net[6].weight.detach(),
+                         net[6].bias.detach(), x[:1])  # MeCo: one image
+    # the feature maps are the two ReLUs' outputs, channels x positions
+    r1, r2 = h1[0].clamp(min=0).flatten(1), h2[0].clamp(min=0).flatten(1)
+    expected = _min_eig_corr(r1) + _min_eig_corr(r2)
+    assert 0 < _min_eig_corr(r1) < 1 and 0 < _min_eig_corr(r2) < 1  # distinct channels: a proper correlation
+    assert meco(net, x) == pytest.approx(expected, rel=1e-9)
+    assert meco(net, x[:1]) == meco(net, x)  # only the first image counts
+    assert meco(net, x[1:2]) != pytest.approx(expected)
+
+
+def test_meco_counts_a_dead_channel_as_uncorrelated() -> None:
+    """A constant channel has no correlation: its row and column are 0, so the smallest eigenvalue is 0."""
+    net = nn.Sequential(nn.Conv2d(1, 2, 1, bias=False), nn.ReLU())
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([1.0, -1.0]).view(2, 1, 1, 1))
+    x = torch.rand(1, 1, 5, 5) + 0.1  # positive: channel 2 is dead after the ReLU
+    assert meco(net, x) == 0.0
+    with pytest.raises(ValueError, match="calls no ReLU"):
+        meco(nn.Sequential(nn.Conv2d(1, 2, 1)), x)
+
+
+def test_meco_map_with_fewer_positions_than_channels_adds_zero() -> None:
+    """C channels over P <= C positions: the centred C x C correlation has rank < C, so lambda_min is 0."""
+    torch.manual_seed(2)
+    wide = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1, bias=False), nn.ReLU(),
+                         nn.Conv2d(3, 9, 1, bias=False), nn.ReLU())  # 9 channels over 3 x 3 positions
+    x = torch.randn(1, 1, 3, 3)
+    expected = _min_eig_corr(wide[0](x)[0].detach().clamp(min=0).flatten(1))  # the first ReLU only
+    assert expected > 1e-6
+    assert meco(wide, x) == pytest.approx(expected, rel=1e-9)

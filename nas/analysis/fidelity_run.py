@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from objectives.ranking import RankFigures, ReferenceSet
 
 #: Bump when the trainer or evaluate changes what a proxy run returns (invalidates every cache).
-PROXY_VERSION = 3
+PROXY_VERSION = 4  # 4: rows carry zico and meco; CUDA runs bf16/channels_last unless train.deterministic
 STUDY_ATTR = "fidelity"
 
 
@@ -36,7 +36,7 @@ def quality(exp: Experiment) -> str:
     q = exp.quality
     if q is None:
         raise UserError(f"experiment {exp.name}: objectives {exp.objectives} hold no quality signal to rank with "
-                        "(accuracy, score or naswot)")
+                        "(accuracy, score, naswot, zico or meco)")
     return q
 
 
@@ -176,6 +176,8 @@ def signal(rows: Sequence[dict[str, Any]], name: str = "accuracy") -> list[float
         return [float(r["accuracy"]) for r in rows]
     if name == "naswot":
         return [float(r["naswot"]) for r in rows]  # the mean over draws a search optimises
+    if name in ("zico", "meco"):
+        return [float(r["zero_cost"][name]) for r in rows]  # one batch, as a search scores it
     if name == "neg_train_loss":
         return [-float(r["train_loss_mean"]) for r in rows]
     raise ValueError(f"unknown signal {name!r}")

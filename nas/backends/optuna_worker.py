@@ -130,11 +130,12 @@ def visible_gpus() -> list[str]:
 
 
 def worker_gpu(exp: Experiment, worker: int, gpus: list[str]) -> str | None:
-    """The one GPU local worker `worker` trains on (round robin over `gpus`), or None: CPU training,
-    no GPU, or a device the user pinned (cuda:N)."""
+    """The one GPU local worker `worker` trains on, or None: CPU training, no GPU, or a device the
+    user pinned (cuda:N). With `search.trials_per_gpu` N, workers fill the GPUs N at a time
+    (worker i on GPU (i // N) mod G: workers 0..N-1 share the first); without it, round robin."""
     if not gpus or exp.train.device not in ("auto", "cuda"):
         return None
-    return gpus[worker % len(gpus)]
+    return gpus[(worker // (exp.search.trials_per_gpu or 1)) % len(gpus)]
 
 
 def _worker_main(exp_json: str, worker: int, target: int, stop_at: float | None, log_level: int,

@@ -363,11 +363,14 @@ def _trial_name(trial: Any) -> str:
 
 
 def trial_resources(exp: Experiment) -> dict[str, float]:
-    """What one trial asks Ray for: a CPU, and `search.gpus_per_trial` of a GPU (Ray then sets
-    CUDA_VISIBLE_DEVICES for the trial, so train.device auto lands on its share)."""
+    """What one trial asks Ray for: a CPU, and `search.gpus_per_trial` of a GPU, or 1/N of one with
+    `search.trials_per_gpu` N when it trains on a GPU (Ray then sets CUDA_VISIBLE_DEVICES for the
+    trial, so train.device auto lands on its share)."""
     res: dict[str, float] = {"cpu": 1}
-    if exp.search.gpus_per_trial > 0:
-        res["gpu"] = exp.search.gpus_per_trial
+    n = exp.search.trials_per_gpu
+    share = exp.search.gpus_per_trial if n is None else (1.0 / n if exp.train.device != "cpu" else 0.0)
+    if share > 0:
+        res["gpu"] = share
     return res
 
 

@@ -140,9 +140,12 @@ def evaluate(
     cons = constraint_values(exp, mmacs, latency_ms)
     ph.put("constraint", cons)
     stopped: int | None = None
-    if exp.zero_cost or exp.needs_training or "naswot" in exp.objectives:
+    from objectives.scores import ZERO_COST_OBJECTIVES
+
+    scored = bool(set(ZERO_COST_OBJECTIVES) & set(exp.objectives))
+    if exp.zero_cost or exp.needs_training or scored:
         model, proxy, data = _proxy_model(ph, arch)
-        if exp.zero_cost or "naswot" in exp.objectives:
+        if exp.zero_cost or scored:
             _zero_cost(ph, model, proxy, data, values)
         if not exp.needs_training:
             ph.put("time_train_s", 0.0)
@@ -216,8 +219,7 @@ def _latency(ph: _Phases, arch: Arch, mmacs: float, values: dict[str, float]) ->
 
 def _proxy_model(ph: _Phases, arch: Arch) -> tuple[Any, Any, Any]:
     """The proxy-shaped network, seeded and built on the CPU (same init everywhere), on its device."""
-    from objectives.accuracy import resolve_device, seed_everything
-    from search_spaces import build_model
+    from objectives.accuracy import build_on, resolve_device, seed_everything
 
     exp = ph.exp
     try:
@@ -225,25 +227,47 @@ def _proxy_model(ph: _Phases, arch: Arch) -> tuple[Any, Any, Any]:
     except ValueError as e:
         raise RuntimeError(f"train.{e}") from None
     ph.put("train_device", str(device))
+    if device.type == "cuda":  # which physical GPU (a local worker sees its own as cuda:0): status counts per GPU
+        import os
+
+        import torch
+
+        from objectives.accuracy import CUBLAS_DETERMINISTIC
+
+        if exp.train.deterministic:  # before zero-cost scoring: cuBLAS reads it when it first sizes a workspace
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC)
+
+        visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+        ph.put("train_gpu", visible[device.index or 0] if len(visible) > (device.index or 0) else str(device.index or 0))
+        ph.put("train_gpu_name", torch.cuda.get_device_name(device))
     data = proxy_data(exp, device)
     proxy = arch.for_proxy(in_channels=data.in_channels, num_classes=data.num_classes,
                            resolution=data.resolution)
     seed_everything(exp.train.seed)
-    model = build_model(proxy).to(device)  # moved once
+    model = build_on(proxy, device)  # moved once
     return model, proxy, data
 
 
 def _zero_cost(ph: _Phases, model: Any, proxy: Any, data: Any, values: dict[str, float]) -> None:
-    """Zero-cost scores (stored as attrs) and the NASWOT objective, on the first proxy batch."""
+    """Zero-cost scores (stored as attrs) and the zero-cost objectives, on the first proxy batch
+    (NASWOT: the mean over draws of `naswot_mean`)."""
     exp, put = ph.exp, ph.put
     ph.check_time("before zero-cost")
     t2 = time.perf_counter()
     from objectives.zero_cost import zero_cost_scores
 
     x, y = data.train.tensors[0][:64], data.train.tensors[1][:64]
-    if exp.zero_cost:
-        zc = {k: float(v) for k, v in zero_cost_scores(model, x, y, seed=exp.train.seed).items()}
-        put("zero_cost", zc)
+    one_batch = [o for o in ("zico", "meco") if o in exp.objectives]
+    if exp.zero_cost or one_batch:
+        zc = {k: float(v) for k, v in zero_cost_scores(model, x, y, seed=exp.train.seed,
+                                                        proxies=None if exp.zero_cost else one_batch).items()}
+        if exp.zero_cost:
+            put("zero_cost", zc)
+        for o in one_batch:
+            if not math.isfinite(zc[o]):
+                raise RuntimeError(f"{o} score is not finite ({zc[o]})")
+            put(o, zc[o])
+            values[o] = zc[o]
     if "naswot" in exp.objectives:
         from objectives.zero_cost import naswot_mean
 

@@ -109,6 +109,13 @@ def run_experiment(exp: Experiment, *, as_json: bool = False, show_progress: boo
     if summary.feasible_share is not None:
         print(f"feasible share (within budget): {summary.feasible_share:.0%}")
     print(f"results: {url}  (run dir {exp.run_dir})")
+    import optuna
+
+    from nas.cli.commands.status import gpu_figures, gpu_line
+
+    gpu = gpu_figures(optuna.load_study(study_name=exp.study_name, storage=exp.storage_url))
+    if gpu:  # images/s per trial and trials per GPU, where trials trained on one
+        print(gpu_line(gpu))
     from nas.analysis.fidelity_run import search_note
 
     note = search_note(exp)

@@ -30,6 +30,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--label-smoothing", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="auto",
+                   help="auto (the first CUDA device when there is one, else the CPU), cpu, cuda or cuda:N")
+    p.add_argument("--deterministic", action="store_true",
+                   help="on CUDA: equal results run to run (deterministic algorithms), at some speed")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
 
@@ -37,29 +41,40 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from objectives.accuracy import TrainConfig, TrainingDiverged, seed_everything, train_proxy
-    from objectives.data import DataError, load_dataset
-    from search_spaces import build_model
+    from objectives import data as datasets
+    from objectives.accuracy import (
+        TrainConfig,
+        TrainingDiverged,
+        build_on,
+        resolve_device,
+        seed_everything,
+        train_proxy,
+    )
 
     arch = load_arch(args.arch)
+    try:
+        device = resolve_device(args.device)
+    except ValueError as e:
+        raise UserError(f"argument --device: {e}") from None
     try:
         config = TrainConfig(
             epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
             schedule=args.schedule, label_smoothing=args.label_smoothing, seed=args.seed, threads=args.threads,
+            device=args.device, deterministic=args.deterministic,
         )
     except ValueError as e:  # "TrainConfig.lr must be ..." -> "argument --lr: must be ..."
         m = re.match(r"TrainConfig\.(\w+) (.*)", str(e))
         raise UserError(f"argument --{m[1].replace('_', '-')}: {m[2]}" if m else str(e)) from None
     try:
-        data = load_dataset(
+        data = datasets.load_dataset(
             args.data, root=args.root, train_size=args.train_size, val_size=args.val_size,
             resolution=args.resolution, seed=args.seed, download=args.download,
         )
-    except (DataError, ValueError) as e:
+    except (datasets.DataError, ValueError) as e:
         raise UserError(f"argument --data: {e}") from None
     proxy = arch.for_proxy(in_channels=data.in_channels, num_classes=data.num_classes, resolution=data.resolution)
     seed_everything(args.seed)
-    model = build_model(proxy)
+    model = build_on(proxy, device)  # the trainer follows the model (and moves the data once)
     history: list[tuple[int, float]] = []
 
     def report(epoch: int, acc: float) -> bool:
@@ -89,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         "arch_id": proxy.arch_id, "data": data.name, "input": list(data.input_shape),
         "accuracy": result.accuracy, "best_accuracy": result.best_accuracy, "epochs_run": result.epochs_run,
         "seconds": result.seconds, "images_per_second": result.images_per_second, "history": result.history,
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": torch.get_num_threads(), "device": str(device),
     }
     if args.json:
         print(json.dumps(out))
@@ -97,6 +112,6 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"{args.arch} on {data.name} ({'x'.join(map(str, data.input_shape))}): top-1 accuracy "
             f"{result.accuracy:.4f} after {result.epochs_run} epochs in {result.seconds:.1f} s "
-            f"({result.images_per_second:.0f} images/s)"
+            f"({result.images_per_second:.0f} images/s on {device})"
         )
     return 0
