@@ -56,7 +56,9 @@ def ray_cluster(tmp_path: Path, need: Callable[[str], object], free_port: Callab
     need("ray.tune")
     port = free_port()
     address = f"127.0.0.1:{port}"
-    env = dict(os.environ, RAY_ENABLE_UV_RUN_RUNTIME_ENV="0", RAY_USAGE_STATS_ENABLED="0")
+    # a loopback-only test cluster: Ray turns token auth on by itself once any local ray.init() has left
+    # ~/.ray/auth_token behind, and then the head and its clients disagreed here; one explicit mode for all
+    env = dict(os.environ, RAY_ENABLE_UV_RUN_RUNTIME_ENV="0", RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")
     common = ["--num-cpus", "1", "--object-store-memory", str(200 * 2**20),
               "--block", "--disable-usage-stats"]
     logs = tmp_path / "ray-logs"
@@ -120,7 +122,8 @@ def test_search_on_a_two_node_cluster_survives_a_killed_driver(tmp_path: Path, r
     url = f"sqlite:///{tmp_path / 'run' / 'study.db'}"  # one host: both nodes see the file (a cluster: PostgreSQL)
     log = tmp_path / "driver.log"
     driver = start_cli(["search", str(f), "--backend", "ray", "--ray-address", ray_cluster, "--no-progress"],
-                       log=log, RAY_ENABLE_UV_RUN_RUNTIME_ENV="0")
+                       log=log, RAY_ENABLE_UV_RUN_RUNTIME_ENV="0",
+                       RAY_AUTH_MODE="disabled")
     completed_before: dict[int, list[float]] = {}
     try:
         deadline = time.monotonic() + 900
@@ -145,7 +148,8 @@ def test_search_on_a_two_node_cluster_survives_a_killed_driver(tmp_path: Path, r
 
     log = tmp_path / "resume.log"
     resume = start_cli(["resume", "cluster", "--storage", url, "--run-dir", str(tmp_path / "run"),
-                        "--ray-address", ray_cluster, "--no-progress"], log=log, RAY_ENABLE_UV_RUN_RUNTIME_ENV="0")
+                        "--ray-address", ray_cluster, "--no-progress"], log=log, RAY_ENABLE_UV_RUN_RUNTIME_ENV="0",
+                       RAY_AUTH_MODE="disabled")
     assert resume.wait(timeout=900) == 0, log.read_text()[-3000:]
 
     trials = _study(url).get_trials()
