@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from nas.errors import UserError
 
-OBJECTIVE_NAMES = ("accuracy", "mmacs", "latency_ms", "params", "score", "naswot")
+OBJECTIVE_NAMES = ("accuracy", "mmacs", "latency_ms", "params", "score", "naswot", "oneshot_accuracy")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
@@ -252,13 +252,49 @@ class RungSchedule(_Strict):
         return self.min_population or math.ceil(1 / self.promote - 1e-9)
 
 
+class OneShotSection(_Strict):
+    """The weight-sharing supernet behind objective oneshot_accuracy (`shufflenas supernet train`).
+
+    Mirror of objectives.oneshot.OneShotConfig (checked again by it). `sampler`: uniform (one
+    budget path per step) or sandwich (largest + smallest + random, in-place distillation).
+    """
+
+    steps: int = Field(1000, ge=1, le=10_000_000)
+    sampler: Literal["uniform", "sandwich"] = "uniform"
+    batch_size: int = Field(64, ge=1)
+    optimizer: Literal["sgd", "adamw"] = "adamw"
+    lr: float = Field(0.002, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_steps: int = Field(10, ge=0)
+    seed: int = Field(0, ge=0)
+    checkpoint_every: int = Field(100, ge=1)
+    bn_batches: int = Field(8, ge=1)  # training batches that re-estimate BN before a path is scored
+    bn_batch_size: int = Field(64, ge=1)
+    threads: int | None = Field(1, ge=1)
+    device: str = "auto"
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not re.match(r"^(auto|cpu|cuda(:\d+)?)$", v):
+            raise ValueError(f"must be auto, cpu, cuda or cuda:N, got {v!r}")
+        return v
+
+    def to_config(self) -> Any:
+        from objectives.oneshot import OneShotConfig
+
+        return OneShotConfig(**self.model_dump())
+
+
 class Experiment(_Strict):
     name: str
     description: str | None = None
     space: dict[str, Any] = Field(default_factory=dict, validate_default=True)
     deploy: DeployConfig = DeployConfig()
     budget: BudgetConfig
-    objectives: list[Literal["accuracy", "mmacs", "latency_ms", "params", "score", "naswot"]] = ["accuracy", "mmacs"]
+    objectives: list[Literal["accuracy", "mmacs", "latency_ms", "params", "score", "naswot",
+                             "oneshot_accuracy"]] = ["accuracy", "mmacs"]
     score: ScoreConfig | None = None
     data: DataConfig = DataConfig()
     train: TrainSection = TrainSection()
@@ -267,6 +303,7 @@ class Experiment(_Strict):
     keep_weights: bool = True
     search: SearchConfig = SearchConfig()
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
+    oneshot: OneShotSection = OneShotSection()  # read by objective oneshot_accuracy and `shufflenas supernet`
     fidelity: RungSchedule | None = None  # the YAML key keeps the field's name (multi-fidelity); the schedule is rungs
     reference_presets: list[str] = []
 

@@ -38,6 +38,8 @@ OBJECTIVES: dict[str, Objective] = {
         Objective("score", "maximize", "", "Scalarised score acc*(lat/T)^w"),
         # zero-cost ranking signal (Mellor et al. 2021): no training; see README "Proxy fidelity"
         Objective("naswot", "maximize", "log-det", "NASWOT score at initialisation (no training)"),
+        # one-shot: the path's top-1 with weights inherited from a trained supernet (objectives/oneshot.py)
+        Objective("oneshot_accuracy", "maximize", "top-1", "One-shot accuracy (supernet weights, BN re-estimated)"),
     )
 }
 
