@@ -324,6 +324,13 @@ def load_supernet(path: Path, space: Any, data: ProxyData, key: str, device: Any
     return net.eval()
 
 
+def reestimate_bn(model: nn.Module, data: ProxyData, config: OneShotConfig) -> None:
+    """Reset BN statistics and re-estimate them as a cumulative average over `bn_batches` training
+    batches drawn from `config.seed` (the same batches for every candidate)."""
+    gen = torch.Generator().manual_seed(config.seed)
+    recalibrate_bn(model, data.train.tensors[0], config.bn_batches, config.bn_batch_size, gen)
+
+
 def score_path(net: nn.Module, arch: Any, data: ProxyData, config: OneShotConfig) -> float:
     """Top-1 on the validation split of `arch`'s path (deploy-shaped) with inherited weights, after
     BatchNorm re-estimation on `bn_batches` training batches drawn from the seed."""
@@ -332,8 +339,7 @@ def score_path(net: nn.Module, arch: Any, data: ProxyData, config: OneShotConfig
         torch.set_num_threads(config.threads)  # a contended host runs 1 thread far faster than 2
     try:
         model = net.extract(to_proxy(arch, data))
-        gen = torch.Generator().manual_seed(config.seed)
-        recalibrate_bn(model, data.train.tensors[0], config.bn_batches, config.bn_batch_size, gen)
+        reestimate_bn(model, data, config)
         return evaluate_accuracy(model, data.val.tensors[0], data.val.tensors[1])
     finally:
         torch.set_num_threads(prev)
