@@ -4,7 +4,8 @@ On the quickstart_oneshot experiment's space and budget (ShuffleNet v1 under 40 
 on the embedded MNIST subset at 16x16: trains one supernet per sampler (uniform with S steps,
 sandwich with S/3 steps: the same number of path forwards), scores N budget archs by inherited
 weights (BN re-estimated), trains the same N archs stand-alone with the experiment-family's short
-proxy recipe, and prints the Kendall tau (with a bootstrap interval) of each one-shot score, of
+proxy recipe, and prints the Kendall tau (with a bootstrap interval) of each one-shot score (uniform and
+sandwich with group counts sharing one dense 1x1 weight, and uniform with one weight per group count), of
 MACs and of params against the stand-alone accuracy; plus the supernet's training cost as a
 multiple of one stand-alone training of the largest budget candidate, and scoring seconds per candidate.
 
@@ -94,8 +95,12 @@ def main(argv: list[str] | None = None) -> int:
 
     out: dict[str, Any] = {"n": len(rows), "largest_standalone_s": largest_s, "samplers": {}}
     ref = [r["standalone"] for r in rows]
-    for sampler, steps in (("uniform", args.steps), ("sandwich", max(1, args.steps // 3))):
-        cfg = dataclasses.replace(exp.oneshot.to_config(), sampler=sampler, steps=steps, seed=args.seed)
+    variants = [("uniform", "shared"), ("sandwich", "shared"), ("uniform", "separate")]
+    for sampler, sharing in variants:
+        steps = args.steps if sampler == "uniform" else max(1, args.steps // 3)
+        cfg = dataclasses.replace(exp.oneshot.to_config(), sampler=sampler, steps=steps, seed=args.seed,
+                                  group_sharing=sharing)
+        name = f"{sampler}/{sharing}"
         with tempfile.TemporaryDirectory() as tmp:
             key = oneshot.supernet_key(space, exp.data.model_dump(mode="json"), cfg)
             path = Path(tmp) / "supernet.safetensors"
@@ -106,16 +111,16 @@ def main(argv: list[str] | None = None) -> int:
             per = (time.perf_counter() - t0) / len(cands)
         tau, lo, hi = kendall_ci(scores, ref, seed=args.seed)
         for r, s in zip(rows, scores, strict=True):
-            r[f"oneshot_{sampler}"] = s
-        out["samplers"][sampler] = {"steps": steps, "train_s": run.seconds, "cost_x_largest": run.seconds / largest_s,
+            r[f"oneshot_{name}"] = s
+        out["samplers"][name] = {"steps": steps, "train_s": run.seconds, "cost_x_largest": run.seconds / largest_s,
                                     "score_s_per_candidate": per, "tau": tau, "tau_low": lo, "tau_high": hi}
-        print(f"{sampler:8} {steps} steps in {run.seconds:.0f} s = {run.seconds / largest_s:.1f}x the largest's "
+        print(f"{name:17} {steps} steps in {run.seconds:.0f} s = {run.seconds / largest_s:.1f}x the largest's "
               f"stand-alone training; scoring {per:.2f} s/candidate; Kendall tau {tau:+.3f} [{lo:+.2f}, {hi:+.2f}]",
               flush=True)
     for name in ("mmacs", "mparams"):
         tau, lo, hi = kendall_ci([r[name] for r in rows], ref, seed=args.seed)
         out[f"tau_{name}"] = {"tau": tau, "tau_low": lo, "tau_high": hi}
-        print(f"{name:8} (baseline) Kendall tau {tau:+.3f} [{lo:+.2f}, {hi:+.2f}]")
+        print(f"{name:17} (baseline) Kendall tau {tau:+.3f} [{lo:+.2f}, {hi:+.2f}]")
     out["rows"] = rows
     if args.json:
         print(json.dumps(out, indent=1))

@@ -261,6 +261,8 @@ class OneShotSection(_Strict):
 
     steps: int = Field(1000, ge=1, le=10_000_000)
     sampler: Literal["uniform", "sandwich"] = "uniform"
+    #: group counts share one dense 1x1 weight per layer (block diagonals) or hold one each
+    group_sharing: Literal["shared", "separate"] = "shared"
     batch_size: int = Field(64, ge=1)
     optimizer: Literal["sgd", "adamw"] = "adamw"
     lr: float = Field(0.002, gt=0)

@@ -33,6 +33,7 @@ from .accuracy import OPTIMIZERS, _lr_factor, evaluate_accuracy, recalibrate_bn,
 from .data import ProxyData
 
 SAMPLERS = ("uniform", "sandwich")
+GROUP_SHARING = ("shared", "separate")
 #: bump when training changes what a supernet checkpoint holds (invalidates every key)
 SUPERNET_VERSION = 1
 
@@ -45,6 +46,8 @@ class OneShotConfig:
 
     steps: int = 1000
     sampler: str = "uniform"
+    #: how group counts share the 1x1 weights: "shared" (one dense weight, block diagonals) or "separate"
+    group_sharing: str = "shared"
     batch_size: int = 64
     optimizer: str = "adamw"
     lr: float = 0.002
@@ -69,6 +72,9 @@ class OneShotConfig:
                 raise ValueError(f"oneshot.{name} must be an integer >= 0, got {v!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"oneshot.optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.group_sharing not in GROUP_SHARING:
+            raise ValueError(f"oneshot.group_sharing must be one of {', '.join(GROUP_SHARING)}, "
+                             f"got {self.group_sharing!r}")
         if self.sampler not in SAMPLERS:
             raise ValueError(f"oneshot.sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
@@ -99,10 +105,11 @@ def supernet_module(space: Any) -> Any:
                                   "the one-shot signal needs one") from None
 
 
-def build(space: Any, data: ProxyData) -> nn.Module:
+def build(space: Any, data: ProxyData, group_sharing: str = "shared") -> nn.Module:
     """The family's supernet for `space`, shaped for the proxy data's input and classes."""
     return supernet_module(space).build_supernet(space, in_channels=data.in_channels, num_classes=data.num_classes,
-                                                 small_input=_proxy_io(data)["small_input"])
+                                                 small_input=_proxy_io(data)["small_input"],
+                                                 group_sharing=group_sharing)
 
 
 def _proxy_io(data: ProxyData) -> dict[str, Any]:
@@ -252,7 +259,7 @@ def train_supernet(space: Any, fits: Fits, data: ProxyData, config: OneShotConfi
     try:
         with torch.random.fork_rng(devices=[] if device.type == "cpu" else None):
             seed_everything(config.seed)
-            net = build(space, data).to(device)
+            net = build(space, data, config.group_sharing).to(device)
             opt = _optimizer(net, config)
             start = load_checkpoint(path, net, opt, key) if path.exists() else 0
             meta = {"key": key, "family": space.name, "steps": str(config.steps), "sampler": config.sampler,
@@ -319,7 +326,8 @@ def load_supernet(path: Path, space: Any, data: ProxyData, key: str, device: Any
     meta = read_meta(path)
     if meta.get("step") != meta.get("steps"):
         raise SupernetUnavailable(f"{path}: supernet trained {meta.get('step')} of {meta.get('steps')} steps")
-    net = build(space, data).to(device)
+    sharing = json.loads(meta.get("recipe", "{}")).get("group_sharing", "shared")
+    net = build(space, data, sharing).to(device)
     load_checkpoint(path, net, None, key)
     return net.eval()
 

@@ -7,7 +7,9 @@ Every architecture the space can sample is a path through one set of weights:
 - kernel: the centre k x k of the largest depthwise kernel;
 - groups: each 1x1 conv holds one dense weight; a g-group path uses its block diagonal (the
   entries a grouped conv would own) and runs it as a grouped conv, so the path computes exactly
-  what the stand-alone network computes while every group count trains the same storage;
+  what the stand-alone network computes while every group count trains the same storage
+  (`group_sharing="shared"`); or one such dense weight per group count (`"separate"`, SPOS-style
+  choices: group counts share nothing in the 1x1s);
 - shuffle placement: no weights.
 
 `extract(arch)` builds the family's own network (`build_model`) with the inherited weights; its
@@ -31,6 +33,7 @@ from .shufflenet_v1 import Arch, build_model, make_arch
 
 BN_EPS = 1e-5  # nn.BatchNorm2d's default, which the stand-alone network uses
 BN_MOMENTUM = 0.1
+GROUP_SHARING: tuple[str, ...] = ("shared", "separate")
 
 
 def channel_maxima(space: Any) -> dict[str, Any]:
@@ -119,24 +122,29 @@ class UnitPath:
 class SuperUnit(nn.Module):
     """One unit slot: the largest 1x1, depthwise and 1x1 weights any path through it needs."""
 
-    def __init__(self, in_max: int, mid_max: int, out_max: int, kernel_max: int) -> None:
+    def __init__(self, in_max: int, mid_max: int, out_max: int, kernel_max: int, group_keys: tuple[str, ...]) -> None:
         super().__init__()
-        self.pw1 = nn.Parameter(torch.empty(mid_max, in_max, 1, 1))
+        # one dense 1x1 weight per key: "all" (every group count shares it) or one per group count
+        self.pw1 = nn.ParameterDict({k: nn.Parameter(torch.empty(mid_max, in_max, 1, 1)) for k in group_keys})
         self.bn1 = SlicedBN(mid_max)
         self.dw = nn.Parameter(torch.empty(mid_max, 1, kernel_max, kernel_max))
         self.bn2 = SlicedBN(mid_max)
-        self.pw2 = nn.Parameter(torch.empty(out_max, mid_max, 1, 1))
+        self.pw2 = nn.ParameterDict({k: nn.Parameter(torch.empty(out_max, mid_max, 1, 1)) for k in group_keys})
         self.bn3 = SlicedBN(out_max)
-        for w in (self.pw1, self.dw, self.pw2):
+        for w in (*self.pw1.values(), self.dw, *self.pw2.values()):
             nn.init.kaiming_uniform_(w, a=5 ** 0.5)  # nn.Conv2d's default initialisation
+
+    def key(self, groups: int) -> str:
+        return "all" if "all" in self.pw1 else str(groups)
 
     def weights(self, p: UnitPath) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(pw1, dw, pw2) of path `p`, shaped as the stand-alone unit's conv weights."""
         branch = p.out_ch - p.in_ch if p.stride == 2 else p.out_ch
         k0 = (self.dw.shape[-1] - p.kernel) // 2
-        pw1 = block_diagonal(self.pw1[:p.mid, :p.in_ch], p.groups if p.first_grouped else 1)
+        g = self.key(p.groups)
+        pw1 = block_diagonal(self.pw1[g][:p.mid, :p.in_ch], p.groups if p.first_grouped else 1)
         dw = self.dw[:p.mid, :, k0:k0 + p.kernel, k0:k0 + p.kernel]
-        pw2 = block_diagonal(self.pw2[:branch, :p.mid], p.groups)
+        pw2 = block_diagonal(self.pw2[g][:branch, :p.mid], p.groups)
         return pw1, dw, pw2
 
     def forward(self, x: torch.Tensor, p: UnitPath) -> torch.Tensor:
@@ -166,8 +174,12 @@ class SuperUnit(nn.Module):
 class ShuffleNetV1Supernet(nn.Module):
     """Every architecture of `space` (proxy-shaped: `in_channels`, `num_classes`, `small_input`) as a path."""
 
-    def __init__(self, space: Any, *, in_channels: int, num_classes: int, small_input: bool) -> None:
+    def __init__(self, space: Any, *, in_channels: int, num_classes: int, small_input: bool,
+                 group_sharing: str = "shared") -> None:
         super().__init__()
+        if group_sharing not in GROUP_SHARING:
+            raise ValueError(f"group_sharing must be one of {list(GROUP_SHARING)}, got {group_sharing!r}")
+        keys = ("all",) if group_sharing == "shared" else tuple(str(g) for g in space.groups)
         self.space = space
         self.io = {"in_channels": in_channels, "num_classes": num_classes, "small_input": small_input}
         m = channel_maxima(space)
@@ -178,8 +190,8 @@ class ShuffleNetV1Supernet(nn.Module):
         stages = []
         in_max = m["stem"]
         for i in range(space.n_stages):
-            units = [SuperUnit(in_max, m["mid"][i], m["branch"][i], m["kernel"])]
-            units += [SuperUnit(m["out"][i], m["mid"][i], m["out"][i], m["kernel"])
+            units = [SuperUnit(in_max, m["mid"][i], m["branch"][i], m["kernel"], keys)]
+            units += [SuperUnit(m["out"][i], m["mid"][i], m["out"][i], m["kernel"], keys)
                       for _ in range(m["repeats"][i] - 1)]
             stages.append(nn.ModuleList(units))
             in_max = m["out"][i]
@@ -237,6 +249,8 @@ class ShuffleNetV1Supernet(nn.Module):
         return model.to(device)
 
 
-def build_supernet(space: Any, *, in_channels: int, num_classes: int, small_input: bool) -> ShuffleNetV1Supernet:
+def build_supernet(space: Any, *, in_channels: int, num_classes: int, small_input: bool,
+                   group_sharing: str = "shared") -> ShuffleNetV1Supernet:
     """The one builder of the family's supernet (the registry's entry point)."""
-    return ShuffleNetV1Supernet(space, in_channels=in_channels, num_classes=num_classes, small_input=small_input)
+    return ShuffleNetV1Supernet(space, in_channels=in_channels, num_classes=num_classes, small_input=small_input,
+                                group_sharing=group_sharing)

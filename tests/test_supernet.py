@@ -55,9 +55,10 @@ def _randomise_bn(net: torch.nn.Module) -> None:
             m.bias.data.copy_(torch.rand(m.bias.shape, generator=g) - 0.5)
 
 
-def test_extract_equals_the_supernet_path_for_random_archs() -> None:
+@pytest.mark.parametrize("sharing", ["shared", "separate"])
+def test_extract_equals_the_supernet_path_for_random_archs(sharing: str) -> None:
     torch.manual_seed(0)
-    net = build_supernet(RICH, in_channels=1, num_classes=10, small_input=True)
+    net = build_supernet(RICH, in_channels=1, num_classes=10, small_input=True, group_sharing=sharing)
     _randomise_bn(net)  # copied BN statistics must matter: not the identity of a fresh BN
     net.eval()
     x = torch.randn(2, 1, 8, 8)
@@ -86,12 +87,24 @@ def test_a_grouped_path_trains_only_its_block_diagonal() -> None:
     unit = net.stages[1][0]  # stage 3's first unit: a grouped pw1
     s3 = [q for si, r, q in net.paths(arch) if si == 1 and r == 0][0]
     assert s3.groups == 4 and s3.first_grouped
-    grad = unit.pw1.grad[:s3.mid, :s3.in_ch, 0, 0]
+    grad = unit.pw1["all"].grad[:s3.mid, :s3.in_ch, 0, 0]
     blocks = grad.reshape(4, s3.mid // 4, 4, s3.in_ch // 4)
     off = [blocks[i, :, j] for i in range(4) for j in range(4) if i != j]
     assert all(float(b.abs().max()) == 0.0 for b in off)
     assert float(blocks[0, :, 0].abs().max()) > 0
-    assert float(unit.pw1.grad[s3.mid:].abs().max()) == 0.0  # channels past the path's width: untouched
+    assert float(unit.pw1["all"].grad[s3.mid:].abs().max()) == 0.0  # channels past the path's width: untouched
+
+
+def test_separate_group_sharing_gives_each_group_count_its_own_1x1s() -> None:
+    from search_spaces.shufflenet_v1 import make_arch
+
+    net = build_supernet(TINY, in_channels=1, num_classes=10, small_input=True, group_sharing="separate")
+    arch = make_arch(groups=4, width=0.25, repeats=(1, 1, 1), in_channels=1, num_classes=10, small_input=True)
+    net(torch.randn(2, 1, 8, 8), arch).sum().backward()
+    unit = net.stages[1][0]
+    assert sorted(unit.pw1) == ["2", "4"]
+    assert unit.pw1["4"].grad is not None and float(unit.pw1["4"].grad.abs().max()) > 0
+    assert unit.pw1["2"].grad is None  # the other group count's weight took no part
 
 
 def test_extract_refuses_an_arch_outside_the_space() -> None:
