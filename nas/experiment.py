@@ -11,9 +11,9 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from nas.errors import UserError
 
@@ -23,6 +23,16 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 class ExperimentError(UserError):
     """A bad experiment file or override: one line, exit code 2."""
+
+
+def _device(v: str) -> str:
+    if not re.match(r"^(auto|cpu|cuda(:\d+)?)$", v):
+        raise ValueError(f"must be auto, cpu, cuda or cuda:N, got {v!r}")
+    return v
+
+
+#: auto, cpu, cuda or cuda:N (a training device)
+Device = Annotated[str, AfterValidator(_device)]
 
 
 class _Strict(BaseModel):
@@ -101,17 +111,10 @@ class TrainSection(_Strict):
     max_batches_per_epoch: int | None = Field(None, ge=1)
     nesterov: bool = False
     #: auto = the first CUDA device when there is one (each local worker gets its own), else the CPU
-    device: str = "auto"
+    device: Device = "auto"
     amp: bool = False  # mixed precision on CUDA
     warmup_steps: int = Field(0, ge=0)
     bn_recalibrate: int = Field(0, ge=0)
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, v: str) -> str:
-        if not re.match(r"^(auto|cpu|cuda(:\d+)?)$", v):
-            raise ValueError(f"must be auto, cpu, cuda or cuda:N, got {v!r}")
-        return v
 
     def to_train_config(self) -> Any:
         from objectives.accuracy import TrainConfig
@@ -274,14 +277,7 @@ class OneShotSection(_Strict):
     bn_batches: int = Field(8, ge=1)  # training batches that re-estimate BN before a path is scored
     bn_batch_size: int = Field(64, ge=1)
     threads: int | None = Field(1, ge=1)
-    device: str = "auto"
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, v: str) -> str:
-        if not re.match(r"^(auto|cpu|cuda(:\d+)?)$", v):
-            raise ValueError(f"must be auto, cpu, cuda or cuda:N, got {v!r}")
-        return v
+    device: Device = "auto"
 
     def to_config(self) -> Any:
         from objectives.oneshot import OneShotConfig
