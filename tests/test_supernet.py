@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import random
 import signal
 import subprocess
@@ -232,7 +234,11 @@ def test_a_study_without_its_supernet_refuses_to_start_then_runs_once_trained(
     assert not (tmp_path / "run" / "study.db").exists()  # refused before any study was created
 
     assert main(["supernet", "train", str(exp), "--json"]) == 0
-    capsys.readouterr()
+    first = json.loads(capsys.readouterr().out)
+    assert first["resumed_from"] == 0 and first["steps"] == 3 and math.isfinite(first["mean_loss"])
+    assert main(["supernet", "train", str(exp), "--json"]) == 0  # complete: nothing to train again
+    again = json.loads(capsys.readouterr().out)
+    assert again["resumed_from"] == 3 and again["mean_loss"] is None and again["supernet"] == first["supernet"]
     assert main(["search", str(exp), "--no-progress", "--json"]) == 0
     import optuna
 

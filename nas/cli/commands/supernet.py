@@ -69,10 +69,15 @@ def run_train(args: argparse.Namespace) -> int:
             result = train_supernet(space, exp.fits, data, config, path, key, size=size)
     except SupernetUnavailable as e:
         raise UserError(f"{args.experiment}: {e}") from None
+    trained = result.resumed_from < result.steps  # False: the checkpoint was already complete
     out = {"supernet": str(result.path), "key": result.key, "steps": result.steps, "sampler": config.sampler,
-           "resumed_from": result.resumed_from, "seconds": round(result.seconds, 2), "mean_loss": result.mean_loss}
+           "group_sharing": config.group_sharing, "resumed_from": result.resumed_from,
+           "seconds": round(result.seconds, 2), "mean_loss": result.mean_loss if trained else None}
     if args.json:
         print(json.dumps(out, indent=2))
+        return 0
+    if not trained:
+        print(f"supernet already trained ({result.steps} steps): {result.path}")
         return 0
     resumed = f", resumed from step {result.resumed_from}" if result.resumed_from else ""
     print(f"supernet trained: {result.steps} steps ({config.sampler}{resumed}) in {result.seconds:.1f} s, "
