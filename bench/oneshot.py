@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     variants = [("uniform", "shared"), ("sandwich", "shared"), ("uniform", "separate")]
     for sampler, sharing in variants:
         steps = args.steps if sampler == "uniform" else max(1, args.steps // 3)
-        cfg = dataclasses.replace(exp.oneshot.to_config(), sampler=sampler, steps=steps, seed=args.seed,
+        cfg = dataclasses.replace(exp.oneshot_recipe.to_config(), sampler=sampler, steps=steps, seed=args.seed,
                                   group_sharing=sharing)
         name = f"{sampler}/{sharing}"
         with tempfile.TemporaryDirectory() as tmp:

@@ -301,7 +301,8 @@ class Experiment(_Strict):
     keep_weights: bool = True
     search: SearchConfig = SearchConfig()
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
-    oneshot: OneShotSection = OneShotSection()  # read by objective oneshot_accuracy and `shufflenas supernet`
+    #: objective oneshot_accuracy's supernet (absent: the defaults; None keeps older studies' identity)
+    oneshot: OneShotSection | None = None
     fidelity: RungSchedule | None = None  # the YAML key keeps the field's name (multi-fidelity); the schedule is rungs
     reference_presets: list[str] = []
 
@@ -382,6 +383,11 @@ class Experiment(_Strict):
     @property
     def needs_training(self) -> bool:
         return bool({"accuracy", "score"} & set(self.objectives))
+
+    @property
+    def oneshot_recipe(self) -> OneShotSection:
+        """The oneshot section, or its defaults when the file has none."""
+        return self.oneshot or OneShotSection()
 
     @property
     def quality(self) -> str | None:

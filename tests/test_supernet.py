@@ -260,3 +260,14 @@ def test_bad_oneshot_settings_name_the_field(tmp_path: Path, capsys: pytest.Capt
     assert len(err.splitlines()) == 1 and "oneshot.sampler" in err and "greedy" in err
     assert main(["supernet", "train", str(_experiment(tmp_path)), "--steps", "0"]) == 2
     assert "--steps" in capsys.readouterr().err
+
+
+def test_studies_made_before_the_oneshot_section_stay_the_same_experiment() -> None:
+    from nas.backends.optuna_study import identity
+    from nas.experiment import load_experiment
+
+    exp = load_experiment(ROOT / "experiments" / "quickstart.yaml")
+    stored = {k: v for k, v in exp.to_dict().items() if k != "oneshot"}  # as written before the section existed
+    assert "oneshot" in exp.to_dict()
+    assert identity(stored) == identity(exp.to_dict())
+    assert exp.oneshot_recipe.sampler == "uniform"  # the defaults when the file has no section

@@ -221,7 +221,7 @@ def supernet_checkpoint(exp: Experiment) -> tuple[Path, str]:
     from objectives.oneshot import checkpoint_path, supernet_key
 
     space = exp.build_space()
-    key = supernet_key(space, exp.data.model_dump(mode="json"), exp.oneshot.to_config())
+    key = supernet_key(space, exp.data.model_dump(mode="json"), exp.oneshot_recipe.to_config())
     return checkpoint_path(exp.run_dir / "supernet", space, key), key
 
 
@@ -253,7 +253,7 @@ def _supernet(exp: Experiment) -> tuple[Any, Path, str]:
         raise RuntimeError(f"no trained supernet at {path}: run `shufflenas supernet train` for this experiment")
     cache = (str(path), path.stat().st_mtime_ns)
     if cache not in _SUPERNETS:
-        device = resolve_device(exp.oneshot.device)
+        device = resolve_device(exp.oneshot_recipe.device)
         _SUPERNETS.clear()
         _SUPERNETS[cache] = (load_supernet(path, exp.build_space(), proxy_data(exp, device), key, device), key)
     net, key = _SUPERNETS[cache]
@@ -268,7 +268,7 @@ def _oneshot(ph: _Phases, arch: Arch, values: dict[str, float]) -> None:
     t0 = time.perf_counter()
     net, path, key = _supernet(ph.exp)
     data = proxy_data(ph.exp, next(net.parameters()).device)
-    acc = float(score_path(net, arch, data, ph.exp.oneshot.to_config()))
+    acc = float(score_path(net, arch, data, ph.exp.oneshot_recipe.to_config()))
     ph.put("supernet", str(path))
     ph.put("supernet_key", key)
     ph.put("oneshot_accuracy", acc)

@@ -43,7 +43,7 @@ def run_train(args: argparse.Namespace) -> int:
     exp = load_experiment(args.experiment, {"oneshot.steps": args.steps, "oneshot.sampler": args.sampler,
                                             "search.run_dir": args.run_dir})
     space = exp.build_space()
-    config = exp.oneshot.to_config()
+    config = exp.oneshot_recipe.to_config()
     try:
         supernet_module(space)
     except SupernetUnavailable as e:
