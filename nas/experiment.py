@@ -415,6 +415,8 @@ class Experiment(_Strict):
 
     def to_dict(self) -> dict[str, Any]:
         d = self.model_dump(mode="json")
+        if d.get("oneshot") is None:
+            d.pop("oneshot", None)  # absent, as in studies made before the section: the same experiment
         d["deploy"] = {"input": list(self.deploy.shape), "classes": self.deploy.classes, "input_text": self.deploy.input}
         return d
 

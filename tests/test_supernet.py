@@ -267,7 +267,9 @@ def test_studies_made_before_the_oneshot_section_stay_the_same_experiment() -> N
     from nas.experiment import load_experiment
 
     exp = load_experiment(ROOT / "experiments" / "quickstart.yaml")
-    stored = {k: v for k, v in exp.to_dict().items() if k != "oneshot"}  # as written before the section existed
-    assert "oneshot" in exp.to_dict()
-    assert identity(stored) == identity(exp.to_dict())
+    assert exp.oneshot is None and "oneshot" not in exp.to_dict()
     assert exp.oneshot_recipe.sampler == "uniform"  # the defaults when the file has no section
+    one = load_experiment(ROOT / "experiments" / "quickstart_oneshot.yaml")
+    assert one.to_dict()["oneshot"]["steps"] == 600
+    assert type(one).from_stored(one.to_dict()) == one and type(exp).from_stored(exp.to_dict()) == exp
+    assert identity(exp.to_dict()) != identity(one.to_dict())
