@@ -36,11 +36,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=_positive, default=450, help="uniform supernet steps (sandwich gets a third)")
     ap.add_argument("--epochs", type=_positive, default=2, help="stand-alone training epochs (default 2)")
     ap.add_argument("--experiment", type=Path, default=ROOT / "experiments" / "quickstart_oneshot.yaml")
+    ap.add_argument("--variants", default="uniform/shared,sandwich/shared,uniform/separate",
+                    help="sampler/group_sharing pairs to train, comma-separated (default: all three)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true", help="print the figures as JSON at the end")
     args = ap.parse_args(argv)
     if args.n < 3:
         ap.error(f"--n must be >= 3 for a rank correlation, got {args.n}")
+    variants = [tuple(v.strip().split("/", 1)) for v in args.variants.split(",") if v.strip()]
+    for v in variants:
+        if len(v) != 2 or v[0] not in ("uniform", "sandwich") or v[1] not in ("shared", "separate"):
+            ap.error(f"--variants: each must be uniform|sandwich / shared|separate, got {'/'.join(v)!r}")
 
     import dataclasses
 
@@ -91,7 +97,6 @@ def main(argv: list[str] | None = None) -> int:
 
     out: dict[str, Any] = {"n": len(rows), "largest_standalone_s": largest_s, "samplers": {}}
     ref = [r["standalone"] for r in rows]
-    variants = [("uniform", "shared"), ("sandwich", "shared"), ("uniform", "separate")]
     for sampler, sharing in variants:
         steps = args.steps if sampler == "uniform" else max(1, args.steps // 3)
         cfg = dataclasses.replace(exp.oneshot_recipe.to_config(), sampler=sampler, steps=steps, seed=args.seed,
