@@ -98,25 +98,24 @@ class SupernetUnavailable(ValueError):
 
 def supernet_module(space: Any) -> Any:
     """The family's supernet module, `search_spaces.<family>_supernet`, by convention."""
+    name = f"search_spaces.{space.name}_supernet"
     try:
-        return importlib.import_module(f"search_spaces.{space.name}_supernet")
-    except ModuleNotFoundError:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        if e.name != name:
+            raise  # the module exists but an import inside it failed
         raise SupernetUnavailable(f"family {space.name!r} has no supernet (search_spaces/{space.name}_supernet.py); "
                                   "the one-shot signal needs one") from None
 
 
 def build(space: Any, data: ProxyData, group_sharing: str = "shared") -> nn.Module:
-    """The family's supernet for `space`, shaped for the proxy data's input and classes."""
-    return supernet_module(space).build_supernet(space, in_channels=data.in_channels, num_classes=data.num_classes,
-                                                 small_input=_proxy_io(data)["small_input"],
-                                                 group_sharing=group_sharing)
-
-
-def _proxy_io(data: ProxyData) -> dict[str, Any]:
+    """The family's supernet for `space`, shaped for the proxy data's input and classes (the stem rule
+    of `Arch.for_proxy`)."""
     from search_spaces.core import SMALL_INPUT_MAX
 
-    return {"in_channels": data.in_channels, "num_classes": data.num_classes,
-            "small_input": data.resolution <= SMALL_INPUT_MAX}
+    return supernet_module(space).build_supernet(space, in_channels=data.in_channels, num_classes=data.num_classes,
+                                                 small_input=data.resolution <= SMALL_INPUT_MAX,
+                                                 group_sharing=group_sharing)
 
 
 def to_proxy(arch: Any, data: ProxyData) -> Any:
