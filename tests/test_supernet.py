@@ -273,3 +273,14 @@ def test_studies_made_before_the_oneshot_section_stay_the_same_experiment() -> N
     assert one.to_dict()["oneshot"]["steps"] == 600
     assert type(one).from_stored(one.to_dict()) == one and type(exp).from_stored(exp.to_dict()) == exp
     assert identity(exp.to_dict()) != identity(one.to_dict())
+
+
+def test_a_family_without_a_supernet_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from nas.cli import main
+
+    exp = ROOT / "experiments" / "resnext_cifar.yaml"
+    assert "resnext" in exp.read_text() and not (ROOT / "search_spaces" / "resnext_supernet.py").exists()
+    assert main(["supernet", "train", str(exp), "--run-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "space.family" in err and "has no supernet" in err
+    assert not list(tmp_path.iterdir())
