@@ -216,58 +216,16 @@ def _latency(ph: _Phases, arch: Arch, mmacs: float, values: dict[str, float]) ->
     return latency_ms
 
 
-def supernet_checkpoint(exp: Experiment) -> tuple[Path, str]:
-    """Where `shufflenas supernet train` keeps the experiment's supernet, and its key (space, data, recipe)."""
-    from objectives.oneshot import checkpoint_path, supernet_key
-
-    space = exp.build_space()
-    key = supernet_key(space, exp.data.model_dump(mode="json"), exp.oneshot_recipe.to_config())
-    return checkpoint_path(exp.run_dir / "supernet", space, key), key
-
-
-def require_supernet(exp: Experiment, source: str = "EXPERIMENT.yaml") -> None:
-    """A one-shot study refuses to start (UserError, one line) until its supernet is trained."""
-    if "oneshot_accuracy" not in exp.objectives:
-        return
-    from nas.errors import UserError
-    from objectives.oneshot import read_meta
-
-    path, _key = supernet_checkpoint(exp)
-    meta = read_meta(path) if path.exists() else {}
-    if meta.get("step") is None or meta.get("step") != meta.get("steps"):
-        state = "none" if not meta else f"only {meta.get('step')} of {meta.get('steps')} steps"
-        raise UserError(f"objective oneshot_accuracy needs a trained supernet ({state} at {path}): "
-                        f"run `shufflenas supernet train {source}` first")
-
-
-_SUPERNETS: dict[tuple[str, int], tuple[Any, str]] = {}
-
-
-def _supernet(exp: Experiment) -> tuple[Any, Path, str]:
-    """The trained supernet, loaded once per worker process (again only if its file changed)."""
-    from objectives.accuracy import resolve_device
-    from objectives.oneshot import load_supernet
-
-    path, key = supernet_checkpoint(exp)
-    if not path.exists():
-        raise RuntimeError(f"no trained supernet at {path}: run `shufflenas supernet train` for this experiment")
-    cache = (str(path), path.stat().st_mtime_ns)
-    if cache not in _SUPERNETS:
-        device = resolve_device(exp.oneshot_recipe.device)
-        _SUPERNETS.clear()
-        _SUPERNETS[cache] = (load_supernet(path, exp.build_space(), proxy_data(exp, device), key, device), key)
-    net, key = _SUPERNETS[cache]
-    return net, path, key
-
-
 def _oneshot(ph: _Phases, arch: Arch, values: dict[str, float]) -> None:
     """Objective oneshot_accuracy: the path's top-1 with inherited weights; records which supernet scored it."""
+    from nas.pipeline.supernets import trained_supernet
+    from objectives.accuracy import resolve_device
     from objectives.oneshot import score_path
 
     ph.check_time("before one-shot")
     t0 = time.perf_counter()
-    net, path, key = _supernet(ph.exp)
-    data = proxy_data(ph.exp, next(net.parameters()).device)
+    data = proxy_data(ph.exp, resolve_device(ph.exp.oneshot_recipe.device))
+    net, path, key = trained_supernet(ph.exp, data)  # loaded once per worker process
     acc = float(score_path(net, arch, data, ph.exp.oneshot_recipe.to_config()))
     ph.put("supernet", str(path))
     ph.put("supernet_key", key)

@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
 def run_experiment(exp: Experiment, *, as_json: bool = False, show_progress: bool = True, target: int | None = None,
                    resume: bool = False, source: str = "EXPERIMENT.yaml") -> int:
     """Run or continue `exp` on its backend, then say where the results are and what to run next."""
-    from nas.pipeline.evaluate import require_supernet
+    from nas.pipeline.supernets import require_supernet
 
     require_supernet(exp, source)  # before any study is created: a one-shot study needs its supernet
     from nas.analysis.summary import summarize

@@ -34,7 +34,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from nas.cli.args import UserError, positive_int
     from nas.experiment import load_experiment
-    from nas.pipeline.evaluate import proxy_data, supernet_checkpoint
+    from nas.pipeline.evaluate import proxy_data
+    from nas.pipeline.supernets import supernet_checkpoint
     from objectives.flops import analytic_macs
     from objectives.oneshot import SupernetUnavailable, supernet_module, train_supernet
 
