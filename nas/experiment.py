@@ -11,18 +11,29 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from nas.errors import UserError
 
-OBJECTIVE_NAMES = ("accuracy", "mmacs", "latency_ms", "params", "score", "naswot", "zico", "meco")
+OBJECTIVE_NAMES = ("accuracy", "mmacs", "latency_ms", "params", "score", "naswot", "zico", "meco",
+                   "oneshot_accuracy")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
 class ExperimentError(UserError):
     """A bad experiment file or override: one line, exit code 2."""
+
+
+def _device(v: str) -> str:
+    if not re.match(r"^(auto|cpu|cuda(:\d+)?)$", v):
+        raise ValueError(f"must be auto, cpu, cuda or cuda:N, got {v!r}")
+    return v
+
+
+#: auto, cpu, cuda or cuda:N (a training device)
+Device = Annotated[str, AfterValidator(_device)]
 
 
 class _Strict(BaseModel):
@@ -101,19 +112,12 @@ class TrainSection(_Strict):
     max_batches_per_epoch: int | None = Field(None, ge=1)
     nesterov: bool = False
     #: auto = the first CUDA device when there is one (each local worker gets its own), else the CPU
-    device: str = "auto"
+    device: Device = "auto"
     amp: bool = True  # mixed precision on CUDA (bf16 where supported, else float16); no effect on the CPU
     #: CUDA results equal run to run, at some speed (default: fastest); the CPU is deterministic either way
     deterministic: bool = False
     warmup_steps: int = Field(0, ge=0)
     bn_recalibrate: int = Field(0, ge=0)
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, v: str) -> str:
-        if not re.match(r"^(auto|cpu|cuda(:\d+)?)$", v):
-            raise ValueError(f"must be auto, cpu, cuda or cuda:N, got {v!r}")
-        return v
 
     def to_train_config(self) -> Any:
         from objectives.accuracy import TrainConfig
@@ -264,6 +268,36 @@ class RungSchedule(_Strict):
         return self.min_population or math.ceil(1 / self.promote - 1e-9)
 
 
+class OneShotSection(_Strict):
+    """The weight-sharing supernet behind objective oneshot_accuracy (`shufflenas supernet train`).
+
+    Mirror of objectives.oneshot.OneShotConfig (checked again by it). `sampler`: uniform (one
+    budget path per step) or sandwich (largest + smallest + random, in-place distillation).
+    """
+
+    steps: int = Field(1000, ge=1, le=10_000_000)
+    sampler: Literal["uniform", "sandwich"] = "uniform"
+    #: group counts share one dense 1x1 weight per layer (block diagonals) or hold one each
+    group_sharing: Literal["shared", "separate"] = "shared"
+    batch_size: int = Field(64, ge=1)
+    optimizer: Literal["sgd", "adamw"] = "adamw"
+    lr: float = Field(0.002, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_steps: int = Field(10, ge=0)
+    seed: int = Field(0, ge=0)
+    checkpoint_every: int = Field(100, ge=1)
+    bn_batches: int = Field(8, ge=1)  # training batches that re-estimate BN before a path is scored
+    bn_batch_size: int = Field(64, ge=1)
+    threads: int | None = Field(1, ge=1)
+    device: Device = "auto"
+
+    def to_config(self) -> Any:
+        from objectives.oneshot import OneShotConfig
+
+        return OneShotConfig(**self.model_dump())
+
+
 class Experiment(_Strict):
     name: str
     description: str | None = None
@@ -271,7 +305,7 @@ class Experiment(_Strict):
     deploy: DeployConfig = DeployConfig()
     budget: BudgetConfig
     objectives: list[Literal["accuracy", "mmacs", "latency_ms", "params", "score", "naswot", "zico",
-                             "meco"]] = ["accuracy", "mmacs"]
+                             "meco", "oneshot_accuracy"]] = ["accuracy", "mmacs"]
     score: ScoreConfig | None = None
     data: DataConfig = DataConfig()
     train: TrainSection = TrainSection()
@@ -280,6 +314,8 @@ class Experiment(_Strict):
     keep_weights: bool = True
     search: SearchConfig = SearchConfig()
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
+    #: objective oneshot_accuracy's supernet (absent: the defaults; None keeps older studies' identity)
+    oneshot: OneShotSection | None = None
     fidelity: RungSchedule | None = None  # the YAML key keeps the field's name (multi-fidelity); the schedule is rungs
     reference_presets: list[str] = []
 
@@ -362,6 +398,11 @@ class Experiment(_Strict):
         return bool({"accuracy", "score"} & set(self.objectives))
 
     @property
+    def oneshot_recipe(self) -> OneShotSection:
+        """The oneshot section, or its defaults when the file has none."""
+        return self.oneshot or OneShotSection()
+
+    @property
     def quality(self) -> str | None:
         """The objective that stands for "how good": trained accuracy, else the first zero-cost score."""
         if self.needs_training:
@@ -389,6 +430,8 @@ class Experiment(_Strict):
 
     def to_dict(self) -> dict[str, Any]:
         d = self.model_dump(mode="json")
+        if d.get("oneshot") is None:
+            d.pop("oneshot", None)  # absent, as in studies made before the section: the same experiment
         d["deploy"] = {"input": list(self.deploy.shape), "classes": self.deploy.classes, "input_text": self.deploy.input}
         return d
 

@@ -41,6 +41,8 @@ OBJECTIVES: dict[str, Objective] = {
         # zero-cost scores from objectives.zero_cost (Li et al. 2023; Jiang et al. 2023): one batch, no training
         Objective("zico", "maximize", "", "ZiCo score at initialisation (no training)"),
         Objective("meco", "maximize", "", "MeCo score at initialisation (no training)"),
+        # one-shot: the path's top-1 with weights inherited from a trained supernet (objectives/oneshot.py)
+        Objective("oneshot_accuracy", "maximize", "top-1", "One-shot accuracy (supernet weights, BN re-estimated)"),
     )
 }
 

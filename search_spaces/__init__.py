@@ -15,6 +15,7 @@ from torch import nn
 
 from . import resnext as _resnext
 from . import shufflenet_v1 as _v1
+from . import shufflenet_v1_supernet as _v1_supernet
 from . import shufflenet_v2 as _v2
 from .network import ArchBase, Block, MacsPart, unknown_preset
 from .registry import (
@@ -34,7 +35,7 @@ from .shufflenet_v1 import KERNELS, PLACEMENTS, Arch, StageSpec, make_arch, shuf
 from .shufflenet_v1_space import ShuffleNetV1Space
 from .shufflenet_v2_space import ShuffleNetV2Space
 
-register_family(_v1, ShuffleNetV1Space)
+register_family(_v1, ShuffleNetV1Space, supernet=_v1_supernet)
 register_family(_v2, ShuffleNetV2Space)
 register_family(_resnext, ResNeXtSpace)
 

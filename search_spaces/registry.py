@@ -24,11 +24,13 @@ DEFAULT_FAMILY = "shufflenet_v1"
 
 @dataclass(frozen=True)
 class Family:
-    """A registered family: its model module (whose names it answers for) and its `Space`."""
+    """A registered family: its model module (whose names it answers for), its `Space`, and its
+    weight-sharing supernet module where it has one (the one-shot signal; None: that signal is unavailable)."""
 
     name: str
     model: ModuleType
     Space: type
+    supernet: ModuleType | None = None
 
     def __getattr__(self, attr: str) -> Any:  # fam.PRESETS, fam.build_model, ...: the model module's
         if attr.startswith("__"):
@@ -39,7 +41,7 @@ class Family:
 _FAMILIES: dict[str, Family] = {}
 
 
-def register_family(model: ModuleType, space: type) -> Family:
+def register_family(model: ModuleType, space: type, supernet: ModuleType | None = None) -> Family:
     missing = [a for a in FAMILY_API if not hasattr(model, a)]
     if missing:
         raise TypeError(f"family module {model.__name__} lacks {missing}")
@@ -50,7 +52,7 @@ def register_family(model: ModuleType, space: type) -> Family:
         clash = set(other.PRESETS) & set(model.PRESETS)
         if clash:
             raise ValueError(f"family {name!r}: preset names {sorted(clash)} are already taken")
-    _FAMILIES[name] = Family(name, model, space)
+    _FAMILIES[name] = Family(name, model, space, supernet)
     return _FAMILIES[name]
 
 

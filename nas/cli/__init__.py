@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "device": "nas.cli.commands.device",
     "lut": "nas.cli.commands.lut",
     "fidelity": "nas.cli.commands.fidelity",
+    "supernet": "nas.cli.commands.supernet",
 }
 
 

@@ -139,6 +139,8 @@ def evaluate(
     latency_ms = _latency(ph, arch, mmacs, values)
     cons = constraint_values(exp, mmacs, latency_ms)
     ph.put("constraint", cons)
+    if "oneshot_accuracy" in exp.objectives:
+        _oneshot(ph, arch, values)
     stopped: int | None = None
     from objectives.scores import ZERO_COST_OBJECTIVES
 
@@ -215,6 +217,24 @@ def _latency(ph: _Phases, arch: Arch, mmacs: float, values: dict[str, float]) ->
         raise OverBudget(f"over budget: latency {latency_ms:.2f} ms > max_latency_ms {b.max_latency_ms:g}",
                          ph.attrs, cons)
     return latency_ms
+
+
+def _oneshot(ph: _Phases, arch: Arch, values: dict[str, float]) -> None:
+    """Objective oneshot_accuracy: the path's top-1 with inherited weights; records which supernet scored it."""
+    from nas.pipeline.supernets import trained_supernet
+    from objectives.accuracy import resolve_device
+    from objectives.oneshot import score_path
+
+    ph.check_time("before one-shot")
+    t0 = time.perf_counter()
+    data = proxy_data(ph.exp, resolve_device(ph.exp.oneshot_recipe.device))
+    net, path, key = trained_supernet(ph.exp, data)  # loaded once per worker process
+    acc = float(score_path(net, arch, data, ph.exp.oneshot_recipe.to_config()))
+    ph.put("supernet", str(path))
+    ph.put("supernet_key", key)
+    ph.put("oneshot_accuracy", acc)
+    ph.put("time_oneshot_s", time.perf_counter() - t0)
+    values["oneshot_accuracy"] = acc
 
 
 def _proxy_model(ph: _Phases, arch: Arch) -> tuple[Any, Any, Any]:

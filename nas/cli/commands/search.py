@@ -71,12 +71,15 @@ def run(args: argparse.Namespace) -> int:
 
     exp = load_experiment(args.experiment, overrides_from_args(args))
     setup_logging()
-    return run_experiment(exp, as_json=args.json, show_progress=not args.no_progress)
+    return run_experiment(exp, as_json=args.json, show_progress=not args.no_progress, source=args.experiment)
 
 
 def run_experiment(exp: Experiment, *, as_json: bool = False, show_progress: bool = True, target: int | None = None,
-                   resume: bool = False) -> int:
+                   resume: bool = False, source: str = "EXPERIMENT.yaml") -> int:
     """Run or continue `exp` on its backend, then say where the results are and what to run next."""
+    from nas.pipeline.supernets import require_supernet
+
+    require_supernet(exp, source)  # before any study is created: a one-shot study needs its supernet
     from nas.analysis.summary import summarize
     from nas.backends.optuna_search import run_optuna_search
     from nas.cli.args import UserError
