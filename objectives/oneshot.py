@@ -109,7 +109,7 @@ def supernet_module(space: Any) -> Any:
 def build(space: Any, data: ProxyData, group_sharing: str = "shared") -> nn.Module:
     """The family's supernet for `space`, shaped for the proxy data's input and classes (the stem rule
     of `Arch.for_proxy`)."""
-    from search_spaces.core import SMALL_INPUT_MAX
+    from search_spaces.network import SMALL_INPUT_MAX
 
     return supernet_module(space).build_supernet(space, in_channels=data.in_channels, num_classes=data.num_classes,
                                                  small_input=data.resolution <= SMALL_INPUT_MAX,
@@ -138,7 +138,7 @@ def checkpoint_path(root: str | Path, space: Any, key: str) -> Path:
 def sample_path(space: Any, fits: Fits, rng: random.Random, tries: int = 1000) -> Any:
     """A deploy-shaped arch the search itself could pick: the space's sampler under `fits`, redrawn
     while the sampler's fallback (the narrowest width when none fits) is still over budget."""
-    from search_spaces.core import RandomTrial
+    from search_spaces import RandomTrial
 
     for _ in range(tries):
         arch = space.sample(RandomTrial(rng), fits)

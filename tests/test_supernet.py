@@ -17,8 +17,8 @@ import torch
 from objectives import oneshot
 from objectives.data import load_dataset
 from objectives.flops import analytic_macs
-from search_spaces.core import RandomTrial
-from search_spaces.shufflenet_v1 import ShuffleNetV1Space
+from search_spaces import RandomTrial
+from search_spaces import ShuffleNetV1Space
 from search_spaces.shufflenet_v1_supernet import build_supernet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -161,7 +161,7 @@ sys.path.insert(0, {root!r})
 from objectives import oneshot
 from objectives.data import load_dataset
 from objectives.flops import analytic_macs
-from search_spaces.shufflenet_v1 import ShuffleNetV1Space
+from search_spaces import ShuffleNetV1Space
 
 space = ShuffleNetV1Space(groups=(2, 4), widths=(0.25, 0.5), repeats=((1, 1), (1, 2), (1, 1)), num_classes=10)
 data = load_dataset("default", train_size=64, val_size=32, resolution=8, seed=0)

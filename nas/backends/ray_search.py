@@ -121,12 +121,13 @@ class StudySearch(OptunaSearch):
     """OptunaSearch that records the study contract: explicit states, user attrs, per-epoch accuracy."""
 
     def __init__(self, *args: Any, experiment: Experiment | None = None, target: int | None = None,
-                 driver: str = "", **kwargs: Any) -> None:
+                 driver: str = "", adopted: set[str] | frozenset[str] = frozenset(), **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._written: dict[str, dict[str, Any]] = {}
         self._exp = experiment
         self._target = target  # candidates the study should hold: no new one past it
         self._driver = driver  # this driver's id, recorded on each trial it asks (see _fail_orphans)
+        self._adopted = set(adopted)  # earlier drivers of this run, whose unrecorded trials are orphans
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         """ASHA as in the Optuna backend's loop: before a new candidate, queue the continuation of a
@@ -141,8 +142,13 @@ class StudySearch(OptunaSearch):
         target = getattr(self, "_target", None)  # absent in a searcher restored from an older checkpoint
         if new and target is not None:
             trials = self._ot_study.get_trials(deepcopy=False)
+            # running: what this Tune run runs, an Optuna worker's, another driver's; not an orphan of this
+            # run's earlier driver that Tune never checkpointed (failed when the run ends)
+            known = {ot._trial_id for ot in self._ot_trials.values()}
+            ours = {getattr(self, "_driver", ""), *getattr(self, "_adopted", ())}
             busy = sum(1 for t in trials if counts_toward_target(t) or (
-                t.state == TrialState.RUNNING and not is_reference(t)))
+                t.state == TrialState.RUNNING and not is_reference(t)
+                and (t._trial_id in known or t.user_attrs.get(DRIVER_ATTR) not in ours)))
             if busy >= target and not any(is_reference(t) and t.state == TrialState.WAITING for t in trials):
                 return Searcher.FINISHED
         if new and self._exp is not None and self._exp.fidelity is not None:
@@ -520,7 +526,7 @@ def run_ray_search(experiment: Experiment, *, ray_address: str | None = None, re
                 space=_SpaceFn(exp_json), metric=list(exp.objectives),
                 mode=[_MODE[d] for d in directions(list(exp.objectives))], sampler=make_sampler(exp),
                 study_name=exp.study_name, storage=_driver_storage(exp.storage_url), experiment=exp,
-                target=target, driver=driver,
+                target=target, driver=driver, adopted=mine - {driver},
             )
             tuner = tune.Tuner(
                 trainable,
