@@ -108,12 +108,15 @@ def supernet_module(space: Any) -> Any:
 
 def build(space: Any, data: ProxyData, group_sharing: str = "shared") -> nn.Module:
     """The family's supernet for `space`, shaped for the proxy data's input and classes (the stem rule
-    of `Arch.for_proxy`)."""
+    of `Arch.for_proxy`). Built on the CPU, whatever the default device, so every device starts from the
+    same weights; the caller moves it."""
     from search_spaces.network import SMALL_INPUT_MAX
 
-    return supernet_module(space).build_supernet(space, in_channels=data.in_channels, num_classes=data.num_classes,
-                                                 small_input=data.resolution <= SMALL_INPUT_MAX,
-                                                 group_sharing=group_sharing)
+    with torch.device("cpu"):
+        return supernet_module(space).build_supernet(space, in_channels=data.in_channels,
+                                                     num_classes=data.num_classes,
+                                                     small_input=data.resolution <= SMALL_INPUT_MAX,
+                                                     group_sharing=group_sharing)
 
 
 def to_proxy(arch: Any, data: ProxyData) -> Any:
@@ -171,7 +174,7 @@ def step_paths(space: Any, fits: Fits, config: OneShotConfig, step: int,
 def step_batch(n: int, config: OneShotConfig, step: int) -> torch.Tensor:
     """Training indices of `step`, from (seed, step) alone."""
     gen = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
-    return torch.randint(0, n, (config.batch_size,), generator=gen)
+    return torch.randint(0, n, (config.batch_size,), generator=gen, device="cpu")  # the generator's device
 
 
 # ------------------------------------------------------------------------------- checkpoints
@@ -181,7 +184,7 @@ def _optimizer_tensors(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
     out = {}
     for i, st in opt.state_dict()["state"].items():
         for k, v in st.items():
-            out[f"optim.{i}.{k}"] = (v if isinstance(v, torch.Tensor) else torch.tensor(v)).detach().cpu().contiguous()
+            out[f"optim.{i}.{k}"] = (v if isinstance(v, torch.Tensor) else torch.tensor(v, device="cpu")).detach().cpu().contiguous()
     return out
 
 

@@ -243,10 +243,10 @@ class ShuffleNetV1Supernet(nn.Module):
     def extract(self, arch: Arch) -> nn.Module:
         """The stand-alone network of `arch` (the family's `build_model`) with the inherited weights."""
         self.check(arch)
-        model = build_model(arch)
-        device = self.stem.device
+        with torch.device(self.stem.device):  # made where the supernet's weights are, never on a default device
+            model = build_model(arch)
         model.load_state_dict({k: v.detach().clone() for k, v in self.path_state(arch).items()}, strict=True)
-        return model.to(device)
+        return model
 
 
 def build_supernet(space: Any, *, in_channels: int, num_classes: int, small_input: bool,

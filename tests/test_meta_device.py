@@ -11,6 +11,7 @@ device path: it always makes CPU tensors that evaluate moves once).
 from __future__ import annotations
 
 import contextlib
+import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -104,7 +105,32 @@ def _recalibrate_bn(data: ProxyData) -> Any:
         return evaluate_accuracy(model, data.val.tensors[0], data.val.tensors[1])
 
 
+def _oneshot(sampler: str) -> Callable[[ProxyData], Any]:
+    """Supernet training (a few steps), loading and scoring a path with re-estimated BN."""
+
+    def run(data: ProxyData) -> Any:
+        import tempfile
+
+        from objectives.oneshot import OneShotConfig, load_supernet, score_path, train_supernet
+        from search_spaces import RandomTrial, ShuffleNetV1Space
+
+        space = ShuffleNetV1Space(groups=(2, 4), widths=(0.25, 0.5), repeats=((1, 1), (1, 2), (1, 1)), num_classes=10)
+        cfg = OneShotConfig(steps=2, sampler=sampler, batch_size=8, bn_batches=1, bn_batch_size=8,
+                            checkpoint_every=1, device="cpu")
+        with tempfile.TemporaryDirectory() as d, meta_default():
+            path = Path(d) / "supernet.safetensors"
+            train_supernet(space, lambda a: True, data, cfg, path, "k", size=lambda a: float(sum(
+                s.out_channels * s.repeats for s in a.stages)))
+            net = load_supernet(path, space, data, "k", device="cpu")
+            arch = space.sample(RandomTrial(random.Random(0)))
+            return score_path(net, arch, data, cfg)
+
+    return run
+
+
 PATHS: dict[str, Callable[[ProxyData], Any]] = {
+    "oneshot[uniform]": _oneshot("uniform"),
+    "oneshot[sandwich]": _oneshot("sandwich"),
     **{f"zero_cost[{n}]": _zero_cost_path(n) for n in ("synflow", "naswot", "grad_norm", "zico", "meco")},
     "arch_zero_cost": _arch_zero_cost,
     "naswot_mean": _naswot_mean,
