@@ -147,6 +147,24 @@ def _safe(eid: str) -> str:
     return eid.replace("/", "__")
 
 
+def run_dir(work: str | Path, recipe: dict[str, Any]) -> Path:
+    """Where the per-run results of `recipe` live (one folder per recipe key)."""
+    return Path(work) / recipe_key(recipe)
+
+
+def trained(eid: str, arch: Any, recipe: dict[str, Any], seed: int, work: Path) -> tuple[dict[str, Any], bool]:
+    """One run's result from `work` or, when absent, trained now and written there at once
+    (atomically): (row, whether it was trained now). bench/search_vs_paper.py shares it."""
+    f = work / f"{_safe(eid)}__seed{seed}.json"
+    if f.is_file():
+        return json.loads(f.read_text()), False
+    row = run_one(arch, recipe, seed) | {"id": eid}
+    tmp = f.with_suffix(".tmp")
+    tmp.write_text(json.dumps(row))
+    tmp.replace(f)
+    return row, True
+
+
 def set_figures(per_seed: dict[str, dict[int, float]], seeds: list[int]) -> dict[str, Any]:
     """Seed-vs-seed Kendall tau (the ceiling of any proxy), best-minus-worst vs seed noise."""
     from objectives.ranking import kendall_ci
@@ -247,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(entries)} networks")
         return 0
     key = recipe_key(recipe)
-    work = Path(args.work) / key
+    work = run_dir(args.work, recipe)
     work.mkdir(parents=True, exist_ok=True)
     (work / "recipe.json").write_text(json.dumps(recipe, indent=1))
     log = work / "build.json"
@@ -263,11 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"recipe {key}: {len(entries)} networks x {len(recipe['seeds'])} seeds, {len(todo)} runs to do",
               file=sys.stderr, flush=True)
         for n, ((eid, arch, _tags), seed) in enumerate(todo, 1):
-            row = run_one(arch, recipe, seed)
-            f = work / f"{_safe(eid)}__seed{seed}.json"
-            tmp = f.with_suffix(".tmp")
-            tmp.write_text(json.dumps(row | {"id": eid}))
-            tmp.replace(f)
+            row, _ = trained(eid, arch, recipe, seed, work)
             build = {"wall_s": build["wall_s"] + row["wall_s"], "cpu_s": build["cpu_s"] + row["cpu_s"],
                      "runs": build["runs"] + 1}
             log.write_text(json.dumps(build))

@@ -504,3 +504,21 @@ def test_fashion_mnist_debian_package(fashion_mnist_root: Path) -> None:
     assert d.info["source"] == str(fashion_mnist_root) and d.info["pool"] == 60000
     assert len(d.val) == 10000 and d.test is not None and len(d.test) == 10000
     assert torch.bincount(d.val.tensors[1]).tolist() == [1000] * 10
+
+
+def test_cli_train_on_fashion_mnist(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from nas.cli import main
+
+    (tmp_path / "fm").mkdir()
+    folder = _fashion_folder(tmp_path / "fm")
+    argv = ["train", "shufflenet_v1_g3_x0_25", "--data", "fashion_mnist", "--epochs", "1", "--train-size", "60",
+            "--val-size", "30", "--resolution", "8", "--json"]
+    assert main([*argv, "--root", str(folder)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert 0.0 <= out["accuracy"] <= 1.0
+    assert main([*argv, "--root", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("shufflenas: argument --data:") or "argument --data:" in err
+    assert "dataset-fashion-mnist" in err and "\n" not in err and "Traceback" not in err
