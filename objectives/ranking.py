@@ -12,6 +12,11 @@ share of "shuffle helps" pairs the score orders as the reference does, and the s
 equal-MACs group pairs (same width row, different groups) it orders as the reference does.
 A tie in the score never counts as right: a signal that cannot tell two networks apart has
 not ranked them.
+
+A set built from the project's own stand-alone training (bench/fashion_reference.py) also
+records, per entry, each seed's figure ("seeds", the mean being "reference") and their
+"spread", and at the top level its "recipe", "build" and its own "figures": what any proxy
+is measured against then includes the seed-vs-seed ceiling (`ReferenceSet.seed_ceiling`).
 """
 
 from __future__ import annotations
@@ -49,6 +54,8 @@ class ReferenceEntry:
     reference: float
     tags: dict[str, Any] = field(default_factory=dict)
     preset: str | None = None
+    #: each training seed's figure (the reference is their mean); empty for a published table
+    seeds: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -58,11 +65,23 @@ class ReferenceSet:
     metric: str
     entries: tuple[ReferenceEntry, ...]
     path: str = ""
+    #: how the set was made (recipe, build, figures) when it was trained here; free-form
+    meta: dict[str, Any] = field(default_factory=dict)
 
     def subset(self, ids: Sequence[str]) -> ReferenceSet:
         keep = set(ids)
         return ReferenceSet(self.name, self.source, self.metric,
-                            tuple(e for e in self.entries if e.id in keep), self.path)
+                            tuple(e for e in self.entries if e.id in keep), self.path, self.meta)
+
+    def seed_ceiling(self, *, seed: int = 0) -> RankFigures | None:
+        """How one training seed ranks these entries against another (the first two seeds every
+        entry has): no proxy can be expected to rank them better. None without per-seed figures."""
+        common = set.intersection(*(set(e.seeds) for e in self.entries)) if self.entries else set()
+        if len(common) < 2 or len(self.entries) < 2:
+            return None
+        a, b = sorted(common, key=lambda k: (len(k), k))[:2]
+        other = [ReferenceEntry(e.id, e.arch, e.seeds[a], e.tags, e.preset) for e in self.entries]
+        return rank_figures(f"seed {b} vs seed {a} (ceiling)", [e.seeds[b] for e in self.entries], other, seed=seed)
 
 
 def bundled_references() -> list[str]:
@@ -107,18 +126,21 @@ def load_reference(name_or_path: str | Path) -> ReferenceSet:
     raw = doc.get("entries")
     if not isinstance(raw, list) or len(raw) < 2:
         raise _fail(where, f"field 'entries' must be a list of at least 2 entries, got {raw!r:.60}")
-    unknown = sorted(set(doc) - {"name", "source", "metric", "entries"})
+    unknown = sorted(set(doc) - {"name", "source", "metric", "entries", *_META})
     if unknown:
-        raise _fail(where, f"unknown field(s) {unknown}; known: name, source, metric, entries")
+        raise _fail(where, f"unknown field(s) {unknown}; known: name, source, metric, entries, {', '.join(_META)}")
+    for key in _META:
+        if key in doc and not isinstance(doc[key], dict):
+            raise _fail(where, f"field '{key}' must be an object, got {type(doc[key]).__name__}")
     entries: list[ReferenceEntry] = []
     seen: set[str] = set()
     for i, e in enumerate(raw):
         at = f"{where}: entries[{i}]"
         if not isinstance(e, dict):
             raise ValueError(f"{at}: must be an object, got {type(e).__name__}")
-        bad = sorted(set(e) - {"id", "preset", "arch", "reference", "tags"})
+        bad = sorted(set(e) - {"id", "preset", "arch", "reference", "tags", "seeds", "spread"})
         if bad:
-            raise ValueError(f"{at}: unknown field(s) {bad}; known: id, preset, arch, reference, tags")
+            raise ValueError(f"{at}: unknown field(s) {bad}; known: id, preset, arch, reference, tags, seeds, spread")
         eid = e.get("id")
         if not isinstance(eid, str) or not eid:
             raise ValueError(f"{at}.id: must be a non-empty string, got {eid!r}")
@@ -131,6 +153,7 @@ def load_reference(name_or_path: str | Path) -> ReferenceSet:
         tags = e.get("tags", {})
         if not isinstance(tags, dict):
             raise ValueError(f"{at}.tags: must be an object, got {type(tags).__name__}")
+        seeds = _seed_figures(e, at)
         if ("preset" in e) == ("arch" in e):
             raise ValueError(f"{at}: give exactly one of 'preset' (a preset name) or 'arch' (an Arch object)")
         if "preset" in e:
@@ -143,8 +166,38 @@ def load_reference(name_or_path: str | Path) -> ReferenceSet:
                 arch = Arch.from_dict(e["arch"], source=f"{at}.arch")
             except (ValueError, TypeError) as err:
                 raise ValueError(str(err) if str(err).startswith(at) else f"{at}.arch: {err}") from None
-        entries.append(ReferenceEntry(eid, arch, float(ref), dict(tags), e.get("preset")))
-    return ReferenceSet(doc["name"], doc["source"], doc["metric"], tuple(entries), where)
+        entries.append(ReferenceEntry(eid, arch, float(ref), dict(tags), e.get("preset"), seeds))
+    return ReferenceSet(doc["name"], doc["source"], doc["metric"], tuple(entries), where,
+                        {k: doc[k] for k in _META if k in doc})
+
+
+#: optional top-level objects of a set trained here (bench/fashion_reference.py)
+_META = ("recipe", "build", "figures")
+
+
+def _finite(v: Any) -> bool:
+    return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def _seed_figures(e: dict[str, Any], at: str) -> dict[str, float]:
+    """An entry's optional per-seed figures: at least 2, finite, their mean the reference, and
+    "spread" (when given) their max minus min, so a hand-edited file cannot disagree with itself."""
+    seeds = e.get("seeds")
+    if seeds is None:
+        if "spread" in e:
+            raise ValueError(f"{at}.spread: given without 'seeds' (the spread is over the seeds' figures)")
+        return {}
+    if not isinstance(seeds, dict) or len(seeds) < 2 or not all(_finite(v) for v in seeds.values()):
+        raise ValueError(f"{at}.seeds: must be an object of at least 2 seed -> finite number, got {seeds!r:.80}")
+    vals = [float(v) for v in seeds.values()]
+    mean = sum(vals) / len(vals)
+    if abs(mean - float(e["reference"])) > 0.01:
+        raise ValueError(f"{at}.reference: must be the mean of its seeds ({mean:.3f}), got {e['reference']!r}")
+    spread = e.get("spread")
+    if spread is not None and (not _finite(spread) or abs(float(spread) - (max(vals) - min(vals))) > 0.01):
+        raise ValueError(f"{at}.spread: must be the seeds' max minus min ({max(vals) - min(vals):.3f}), "
+                         f"got {spread!r}")
+    return {str(k): float(v) for k, v in seeds.items()}
 
 
 # ----------------------------------------------------------------------------- statistics

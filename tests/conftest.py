@@ -52,6 +52,17 @@ def need() -> Callable[[str], ModuleType]:
     return _need
 
 
+@pytest.fixture
+def fashion_mnist_root() -> Path:
+    """The folder of the real Fashion-MNIST IDX files (Debian's dataset-fashion-mnist), which
+    `.ci/setup.sh --test` installs: fails under CI when absent, skips elsewhere."""
+    from objectives.data import FASHION_MNIST_PACKAGE, FASHION_MNIST_SYSTEM
+
+    if not (FASHION_MNIST_SYSTEM / "train-images-idx3-ubyte.gz").is_file():
+        missing(f"{FASHION_MNIST_SYSTEM} not found (apt-get install {FASHION_MNIST_PACKAGE})")
+    return FASHION_MNIST_SYSTEM
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

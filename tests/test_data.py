@@ -374,3 +374,151 @@ def test_python2_format_batch_loads(tmp_path: Path) -> None:
     img = data[3].reshape(3, 32, 32).astype(np.float32) / 255.0
     expect = (img - np.array(d.mean, dtype=np.float32)[:, None, None]) / np.array(d.std, dtype=np.float32)[:, None, None]
     np.testing.assert_allclose(d.test.tensors[0][3].numpy(), expect, rtol=1e-5, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- Fashion-MNIST (IDX files)
+
+
+def _idx(path: Path, arr: np.ndarray, *, magic: bytes | None = None, gz: bool = False, cut: int = 0) -> Path:
+    """Write `arr` (uint8) as an IDX file: 0x0000, type 0x08, ndim, big-endian dims, data."""
+    import gzip
+
+    head = magic if magic is not None else bytes([0, 0, 8, arr.ndim])
+    raw = head + np.asarray(arr.shape, dtype=">u4").tobytes() + arr.astype(np.uint8).tobytes()
+    raw = raw[:len(raw) - cut] if cut else raw
+    path.write_bytes(gzip.compress(raw) if gz else raw)
+    return path
+
+
+def _fashion_folder(tmp_path: Path, n_train: int = 200, n_test: int = 50, *, gz: bool = True) -> Path:
+    """The four IDX files, each image's first two pixels holding its own id (train ids < 1000 <= test ids)."""
+    rng = np.random.default_rng(0)
+    sfx = ".gz" if gz else ""
+    for stem, n, base in (("train", n_train, 0), ("t10k", n_test, 1000)):
+        x = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        ids = np.arange(base, base + n)
+        x[:, 0, 0], x[:, 0, 1] = ids // 256, ids % 256
+        _idx(tmp_path / f"{stem}-images-idx3-ubyte{sfx}", x, gz=gz)
+        _idx(tmp_path / f"{stem}-labels-idx1-ubyte{sfx}", np.arange(n) % 10, gz=gz)
+    return tmp_path
+
+
+def test_read_idx_shapes_gzip_and_raw(tmp_path: Path) -> None:
+    from objectives.data import read_idx
+
+    arr = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    for gz in (False, True):
+        got = read_idx(_idx(tmp_path / f"a{gz}", arr, gz=gz))
+        assert got.shape == (2, 3, 4) and got.dtype == np.uint8
+        assert np.array_equal(got, arr)
+    labels = read_idx(_idx(tmp_path / "l", np.array([3, 1, 4], dtype=np.uint8)))
+    assert labels.tolist() == [3, 1, 4]
+
+
+@pytest.mark.parametrize(("magic", "cut", "expect"), [
+    (bytes([1, 0, 8, 3]), 0, "magic number 01000803"),
+    (bytes([0, 0, 0x0D, 3]), 0, "data type 0x0d"),
+    (None, 5, "truncated IDX file: header declares shape (2, 3, 4) = 24 bytes of data, found 19"),
+    (None, 24 + 4, "shorter than its 16-byte header"),
+])
+def test_read_idx_bad_files_one_line(tmp_path: Path, magic: bytes | None, cut: int, expect: str) -> None:
+    from objectives.data import read_idx
+
+    path = _idx(tmp_path / "bad", np.zeros((2, 3, 4), dtype=np.uint8), magic=magic, cut=cut)
+    with pytest.raises(DataError) as exc:
+        read_idx(path)
+    msg = _one_line(exc)
+    assert str(path) in msg and expect in msg
+
+
+def test_read_idx_cut_gzip_one_line(tmp_path: Path) -> None:
+    from objectives.data import read_idx
+
+    path = _idx(tmp_path / "cut.gz", np.zeros((20, 28, 28), dtype=np.uint8), gz=True)
+    path.write_bytes(path.read_bytes()[:-30])
+    with pytest.raises(DataError) as exc:
+        read_idx(path)
+    assert str(path) in _one_line(exc) and "not a readable IDX file" in str(exc.value)
+
+
+def test_fashion_mnist_from_root(tmp_path: Path) -> None:
+    folder = _fashion_folder(tmp_path, gz=False)
+    d = load_dataset("fashion_mnist", root=folder, val_size=50, seed=1)
+    assert d.name == "fashion_mnist" and (d.num_classes, d.in_channels, d.resolution) == (10, 1, 28)
+    assert d.train.tensors[0].shape == (150, 1, 28, 28) and d.val.tensors[0].shape == (50, 1, 28, 28)
+    assert torch.bincount(d.val.tensors[1]).tolist() == [5] * 10  # stratified
+    assert d.test is not None and d.test.tensors[0].shape == (50, 1, 28, 28)
+    assert d.classes[0] == "T-shirt/top" and d.info["val_from"] == "training images"
+    small = load_dataset("fashion-mnist", root=folder, train_size=40, val_size=20, resolution=16)
+    assert small.train.tensors[0].shape == (40, 1, 16, 16)
+
+
+def _ids(ds: torch.utils.data.TensorDataset, mean: float, std: float) -> set[int]:
+    raw = (ds.tensors[0][:, 0, 0, :2] * std + mean) * 255
+    px = raw.round().to(torch.int64)
+    return set((px[:, 0] * 256 + px[:, 1]).tolist())
+
+
+def test_fashion_mnist_validation_disjoint_from_test(tmp_path: Path) -> None:
+    folder = _fashion_folder(tmp_path)
+    d = load_dataset("fashion_mnist", root=folder, val_size=60, seed=3)
+    m, s = d.mean[0], d.std[0]
+    train, val = _ids(d.train, m, s), _ids(d.val, m, s)
+    assert d.test is not None
+    test = _ids(d.test, m, s)
+    assert len(train) == 140 and len(val) == 60 and len(test) == 50  # ids survive normalisation
+    assert not train & val and not (train | val) & test
+    assert max(train | val) < 1000 <= min(test)  # validation only from the training images
+    again = load_dataset("fashion_mnist", root=folder, val_size=60, seed=4)
+    assert _ids(again.val, m, s) != val and not _ids(again.val, m, s) & test  # seeded, still disjoint
+
+
+def test_fashion_mnist_missing_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import objectives.data as data_mod
+
+    with pytest.raises(DataError) as exc:
+        load_dataset("fashion_mnist", root=tmp_path / "nowhere")
+    msg = _one_line(exc)
+    assert str(tmp_path / "nowhere") in msg and "dataset-fashion-mnist" in msg
+    assert str(data_mod.FASHION_MNIST_SYSTEM) in msg
+    monkeypatch.setenv("SHUFFLENAS_DATA", str(tmp_path / "cache"))
+    monkeypatch.setattr(data_mod, "FASHION_MNIST_SYSTEM", tmp_path / "debian")
+    with pytest.raises(DataError) as exc:
+        load_dataset("fashion_mnist")
+    msg = _one_line(exc)  # both default places and the package
+    assert str(tmp_path / "cache" / "fashion-mnist") in msg and str(tmp_path / "debian") in msg
+    assert "apt-get install dataset-fashion-mnist" in msg
+
+
+def test_fashion_mnist_label_count_mismatch(tmp_path: Path) -> None:
+    folder = _fashion_folder(tmp_path, gz=False)
+    _idx(folder / "t10k-labels-idx1-ubyte", np.zeros(49, dtype=np.uint8))
+    with pytest.raises(DataError) as exc:
+        load_dataset("fashion_mnist", root=folder)
+    assert "expected 50 labels" in _one_line(exc)
+
+
+def test_fashion_mnist_debian_package(fashion_mnist_root: Path) -> None:
+    """The real data where Debian's package puts it: 60,000 + 10,000 images, validation from training."""
+    d = load_dataset("fashion_mnist", train_size=1000, resolution=16)
+    assert d.info["source"] == str(fashion_mnist_root) and d.info["pool"] == 60000
+    assert len(d.val) == 10000 and d.test is not None and len(d.test) == 10000
+    assert torch.bincount(d.val.tensors[1]).tolist() == [1000] * 10
+
+
+def test_cli_train_on_fashion_mnist(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from nas.cli import main
+
+    (tmp_path / "fm").mkdir()
+    folder = _fashion_folder(tmp_path / "fm")
+    argv = ["train", "shufflenet_v1_g3_x0_25", "--data", "fashion_mnist", "--epochs", "1", "--train-size", "60",
+            "--val-size", "30", "--resolution", "8", "--json"]
+    assert main([*argv, "--root", str(folder)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert 0.0 <= out["accuracy"] <= 1.0
+    assert main([*argv, "--root", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("shufflenas: argument --data:") or "argument --data:" in err
+    assert "dataset-fashion-mnist" in err and "\n" not in err and "Traceback" not in err

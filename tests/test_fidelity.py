@@ -370,3 +370,113 @@ def test_cli_fidelity_unwritable_cache_one_line(tmp_path: Path, capsys: pytest.C
                "--cache", str(tmp_path / "afile" / "sub")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "--cache" in err and "cannot write" in err and "\n" not in err
+
+
+# --------------------------------------------------------------------------- references trained here (seeds)
+
+
+def _seeded_doc(**entry_over: object) -> dict:
+    a = {"id": "a", "preset": "shufflenet_v1_g3_x0_25", "reference": 80.5, "seeds": {"0": 80.0, "1": 81.0},
+         "spread": 1.0, "tags": {"groups": 3, "width": 0.25}}
+    b = {"id": "b", "preset": "shufflenet_v1_g8_x0_25", "reference": 82.0, "seeds": {"0": 82.5, "1": 81.5},
+         "spread": 1.0, "tags": {"groups": 8, "width": 0.25}}
+    c = {"id": "c", "preset": "shufflenet_v1_g3_x0_5", "reference": 85.0, "seeds": {"0": 85.5, "1": 84.5},
+         "spread": 1.0, "tags": {"groups": 3, "width": 0.5}}
+    a.update(entry_over)
+    return {"name": "mine", "source": "s", "metric": "m", "recipe": {"train": {"epochs": 3}},
+            "figures": {"seed_tau": 1.0}, "build": {"wall_s": 1.0}, "entries": [a, b, c]}
+
+
+def test_reference_with_seeds_and_ceiling(tmp_path: Path) -> None:
+    ref = load_reference(_write(tmp_path, _seeded_doc()))
+    assert ref.entries[0].seeds == {"0": 80.0, "1": 81.0} and ref.meta["recipe"]["train"]["epochs"] == 3
+    ceiling = ref.seed_ceiling()
+    assert ceiling is not None and ceiling.n == 3
+    # seed 1 orders a < b < c exactly as seed 0 does (81 < 81.5 < 84.5 vs 80 < 82.5 < 85.5)
+    assert ceiling.tau == pytest.approx(1.0) and ceiling.name == "seed 1 vs seed 0 (ceiling)"
+    assert ref.subset(["a", "c"]).seed_ceiling() is not None and ref.subset(["a", "c"]).meta == ref.meta
+    assert load_reference("shufflenet_v1_imagenet").seed_ceiling() is None  # a published table has no seeds
+
+
+@pytest.mark.parametrize("over, match", [
+    ({"reference": 90.0}, r"entries\[0\]\.reference: must be the mean of its seeds \(80\.500\)"),
+    ({"spread": 3.0}, r"entries\[0\]\.spread: must be the seeds' max minus min"),
+    ({"seeds": {"0": 80.5}}, r"entries\[0\]\.seeds: must be an object of at least 2"),
+    ({"seeds": {"0": 80.0, "1": "x"}}, r"entries\[0\]\.seeds"),
+    ({"color": 1}, r"entries\[0\]: unknown field\(s\) \['color'\]"),
+])
+def test_bad_seeded_reference_one_line(tmp_path: Path, over: dict, match: str) -> None:
+    p = _write(tmp_path, _seeded_doc(**over))
+    with pytest.raises(ValueError, match=match) as ei:
+        load_reference(p)
+    assert "\n" not in str(ei.value) and str(p) in str(ei.value)
+    doc = _seeded_doc()
+    doc["recipe"] = "long"
+    with pytest.raises(ValueError, match="field 'recipe' must be an object"):
+        load_reference(_write(tmp_path, doc))
+
+
+def test_fashion_mnist_reference_is_the_quickstart_space() -> None:
+    """The shipped stand-alone set: >= 30 sampled networks of the quickstart space under its budget,
+    every paper preset under it, >= 2 seeds each with their mean and spread, and its own figures."""
+    from nas.cli.commands.fidelity import default_reference
+    from nas.experiment import load_experiment
+    from objectives.flops import analytic_macs
+    from objectives.ranking import bundled_references
+
+    root = Path(__file__).resolve().parents[1]
+    quick = load_experiment(root / "experiments" / "quickstart.yaml")
+    space = quick.build_space()
+    shipped = [n for n in bundled_references() if n.startswith("shufflenet_v1_fashion_mnist")]
+    assert len(shipped) == 1, shipped  # the complete set, or (a build cut short) the one marked partial
+    ref = load_reference(shipped[0])
+    figs = ref.meta["figures"]
+    budget = quick.budget.max_mmacs
+    sampled = [e for e in ref.entries if e.preset is None]
+    presets = {e.preset for e in ref.entries if e.preset is not None}
+    if shipped[0].endswith("_partial"):  # never presented as complete
+        assert figs["complete"] is False and ref.name == shipped[0] and "PARTIAL" in ref.source
+        assert figs["networks"] == len(ref.entries) < figs["expected_networks"]
+    else:
+        assert figs["complete"] is True and figs["networks"] == len(ref.entries) == figs["expected_networks"]
+        assert len(sampled) >= 30
+    for e in ref.entries:
+        assert space.contains(e.arch) or e.preset is not None, e.id
+        assert analytic_macs(e.arch, (224, 224)) / 1e6 <= budget, e.id
+        assert len(e.seeds) >= 2 and e.reference == pytest.approx(sum(e.seeds.values()) / len(e.seeds), abs=0.01)
+    under = {f"shufflenet_v1_g{g}_x{w}" for g in (1, 2, 3, 4, 8) for w in ("0_25", "0_5")
+             if analytic_macs(preset(f"shufflenet_v1_g{g}_x{w}"), (224, 224)) / 1e6 <= budget}
+    assert len(under) == 9 and presets == under  # g8 0.5x (40.5 MMACs) is the one over the budget
+    # coverage: every group count, width and every repeat value of each stage the budget allows
+    assert {e.tags["groups"] for e in sampled} == set(space.groups)
+    assert {e.tags["width"] for e in sampled} == {0.25, 0.5, 0.75}
+    if figs["complete"]:
+        for i, (lo, hi) in enumerate(space.repeats):
+            assert {s.stages[i].repeats for s in (e.arch for e in sampled)} == set(range(lo, hi + 1))
+    ceiling = ref.seed_ceiling()
+    assert ceiling is not None and figs["seed_tau"] == pytest.approx(ceiling.tau, abs=1e-3)
+    assert ref.meta["recipe"]["data"]["name"] == "fashion_mnist" and ref.meta["build"]["wall_s"] > 0
+    default = default_reference(load_experiment(root / "experiments" / "fashion_mnist.yaml"))
+    assert default == (ref.name if figs["complete"] else "shufflenet_v1_imagenet")
+
+
+def test_cli_fidelity_reports_the_seed_ceiling(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    from nas.cli import main
+
+    exp_path = tmp_path / "tiny.yaml"
+    exp_path.write_text(yaml.safe_dump(TINY))
+    doc = json.loads(_tiny_reference(tmp_path).read_text())
+    for e, seeds in zip(doc["entries"], ({"0": 0.5, "1": 1.5}, {"0": 1.8, "1": 2.2}), strict=True):
+        e["seeds"] = seeds
+    ref = _write(tmp_path, doc)
+    cache = str(tmp_path / "c")
+    assert main(["fidelity", str(exp_path), "--reference", str(ref), "--cache", cache, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["ceiling"]["name"] == "seed 1 vs seed 0 (ceiling)" and out["ceiling"]["tau"] == pytest.approx(1.0)
+    assert main(["fidelity", str(exp_path), "--reference", str(ref), "--cache", cache]) == 0
+    assert "seed 1 vs seed 0 (ceiling)" in capsys.readouterr().out
+    plain = _tiny_reference(tmp_path)
+    assert main(["fidelity", str(exp_path), "--reference", str(plain), "--cache", cache, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["ceiling"] is None

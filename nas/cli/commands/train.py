@@ -16,8 +16,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Proxy-train a preset or an arch JSON on a dataset (embedded default: MNIST subset).",
     )
     p.add_argument("arch", metavar="PRESET|ARCH.json")
-    p.add_argument("--data", default="default", help="dataset: default, digits, cifar10, cifar100, imagefolder")
-    p.add_argument("--root", default=None, help="dataset folder (cifar10/100, imagefolder)")
+    p.add_argument("--data", default="default",
+                   help="dataset: default, digits, cifar10, cifar100, fashion_mnist, imagefolder")
+    p.add_argument("--root", default=None,
+                   help="dataset folder (cifar10/100, imagefolder; fashion_mnist defaults to Debian's "
+                        "dataset-fashion-mnist in /usr/share/datasets/fashion-mnist)")
     p.add_argument("--download", action="store_true", help="download CIFAR if missing (needs a network)")
     p.add_argument("--train-size", type=int, default=None)
     p.add_argument("--val-size", type=int, default=None)
