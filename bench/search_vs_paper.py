@@ -6,7 +6,10 @@ Fashion-MNIST under the quickstart's 40 MMACs budget (experiments/fashion_mnist.
 
 1. one search per signal the project offers -- NASWOT at initialisation, the short proxy
    training, and random search (sampler random, short proxy) as the control -- each optimising
-   (signal, MMACs) with the same trial count and seed;
+   (signal, MMACs) with the same trial count and seed; and the one-shot signal
+   (experiments/fashion_mnist_oneshot.yaml: a supernet trained once, then NSGA-II over 10x the
+   trials, which its cheap candidates afford; its space adds group count 1), whose supernet is
+   reused from bench/oneshot.py --fashion's --work when there, else trained here;
 2. from each study, the knee of its front and its best-signal network under the budget;
 3. each of those retrained stand-alone with the reference recipe of bench/fashion_reference.py
    (the same `evaluate` path, the same per-run results folder, so the presets' seeds the
@@ -45,18 +48,23 @@ SIGNALS: dict[str, tuple[list[str], str]] = {
     "naswot": (["naswot", "mmacs"], "tpe"),
     "proxy": (["accuracy", "mmacs"], "tpe"),
     "random": (["accuracy", "mmacs"], "random"),
+    "oneshot": (["oneshot_accuracy", "mmacs"], "nsga2"),
 }
+ONESHOT = ROOT / "experiments" / "fashion_mnist_oneshot.yaml"
+ONESHOT_TRIALS = 10  # x the profile's trials: a one-shot candidate costs about a second, a proxy one ~10
 PROFILES: dict[str, dict[str, Any]] = {
     "full": {"trials": 30, "seeds": [0, 1, 2], "recipe": {}},
     # the pipeline end to end in minutes: nothing it prints is evidence
     "smoke": {"trials": 4, "seeds": [0], "recipe": {"data": {"train_size": 400, "val_size": 200},
                                                       "train": {"epochs": 1}},
               "experiment": {"data.train_size": 300, "data.val_size": 100, "train.epochs": 1,
-                             "latency.min_time_s": 0.02, "latency.repeats": 3}},
+                             "latency.min_time_s": 0.02, "latency.repeats": 3},
+              "oneshot": {"oneshot.steps": 20, "data.train_size": 300, "data.val_size": 100}},
 }
 
 
-def search(signal: str, trials: int, work: Path, overrides: dict[str, Any]) -> Any:
+def search(signal: str, trials: int, work: Path, overrides: dict[str, Any],
+           oneshot_overrides: dict[str, Any] | None = None) -> Any:
     """Run (or resume) one study; its trials frame."""
     import yaml
 
@@ -66,13 +74,39 @@ def search(signal: str, trials: int, work: Path, overrides: dict[str, Any]) -> A
     from nas.storage import open_study
 
     objectives, sampler = SIGNALS[signal]
-    raw = yaml.safe_load(EXPERIMENT.read_text())
+    source = ONESHOT if signal == "oneshot" else EXPERIMENT
+    raw = yaml.safe_load(source.read_text())
     over = {**overrides, "objectives": objectives, "latency.backend": "none", "zero_cost": False,
-            "search.sampler": sampler, "search.seed": 0, "search.n_trials": trials, "search.workers": 1,
+            "search.sampler": sampler, "search.seed": 0, "search.workers": 1,
+            "search.n_trials": trials * (ONESHOT_TRIALS if signal == "oneshot" else 1),
             "search.study_name": signal, "search.run_dir": str(work / "search" / signal), "reference_presets": []}
-    exp = validate_experiment(raw, str(EXPERIMENT), over)
+    if signal == "oneshot":
+        over = {k: v for k, v in over.items() if not k.startswith(("train.", "data."))} | {"search.workers": 2} \
+            | (oneshot_overrides or {})
+    exp = validate_experiment(raw, str(source), over)
+    if signal == "oneshot":
+        supernet(exp)
     run_optuna_search(exp, show_progress=False)
     return trials_frame(open_study(signal, exp.storage_url))
+
+
+def supernet(exp: Any) -> None:
+    """The one-shot study's supernet: bench/oneshot.py --fashion's when it trained this one, else trained now."""
+    import shutil
+
+    from nas.pipeline.evaluate import proxy_data
+    from nas.pipeline.supernets import supernet_checkpoint
+    from objectives import oneshot
+    from objectives.flops import analytic_macs
+
+    path, key = supernet_checkpoint(exp)
+    theirs = ROOT / "runs" / "oneshot_fashion" / "supernet" / path.name
+    if not path.exists() and theirs.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(theirs, path)
+    hw = exp.deploy.shape[1:]
+    oneshot.train_supernet(exp.build_space(), exp.fits, proxy_data(exp), exp.oneshot_recipe.to_config(), path, key,
+                           size=lambda a: float(analytic_macs(a, hw)))  # a no-op when trained to its steps
 
 
 def picks(frame: Any) -> dict[str, Any]:
@@ -167,9 +201,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.perf_counter() - t0:6.0f} s] {msg}", file=sys.stderr, flush=True)
 
     nets: dict[str, dict[str, Any]] = {}  # arch_id -> row
+    search_s: dict[str, float] = {}
     for signal in signals:
-        frame = search(signal, trials, work, over)
-        log(f"search {signal}: {len(frame)} trials")
+        t1 = time.perf_counter()
+        frame = search(signal, trials, work, over, prof.get("oneshot"))
+        search_s[signal] = round(time.perf_counter() - t1, 1)
+        log(f"search {signal}: {len(frame)} trials in {search_s[signal]:.0f} s (0 when resumed complete)")
         for pick, arch in picks(frame).items():
             row = nets.setdefault(arch.arch_id, {"arch": arch, "id": f"search/{arch.arch_id}", "found_by": []})
             row["found_by"].append(f"{signal} {pick}")
@@ -203,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = {"profile": args.profile, "trials": trials, "seeds": seeds, "recipe": recipe,
            "best_preset": best_preset["id"], "dominating_signals": winners,
            "goal": "a searched network dominates the best preset under the budget, for a signal other than random",
-           "pass": goal, "wall_s": round(time.perf_counter() - t0, 1),
+           "pass": goal, "wall_s": round(time.perf_counter() - t0, 1), "search_s": search_s,
            "networks": [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items() if k != "arch"}
                         | {"arch": r["arch"].to_dict()} for r in sorted(nets.values(), key=lambda r: -r["acc_mean"])]}
     (work / "result.json").write_text(json.dumps(doc, indent=1))

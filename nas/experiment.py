@@ -404,9 +404,12 @@ class Experiment(_Strict):
 
     @property
     def quality(self) -> str | None:
-        """The objective that stands for "how good": trained accuracy, else the first zero-cost score."""
+        """The objective that stands for "how good": trained accuracy, the one-shot score, else the first
+        zero-cost score."""
         if self.needs_training:
             return "accuracy"
+        if "oneshot_accuracy" in self.objectives:
+            return "oneshot_accuracy"
         from objectives.scores import ZERO_COST_OBJECTIVES
 
         return next((o for o in self.objectives if o in ZERO_COST_OBJECTIVES), None)

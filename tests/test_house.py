@@ -111,9 +111,7 @@ def test_two_workers_normalise_against_one_baseline(tmp_path: Path, monkeypatch:
 
 def test_a_ray_driver_fails_only_orphans(tmp_path: Path) -> None:
     """_fail_orphans failed every RUNNING trial: Optuna workers' and another live driver's too."""
-    from nas.backends.ray_search import DRIVER_ATTR, _fail_orphans
-
-    from nas.backends.ray_search import _drivers_of_run
+    from nas.backends.ray_search import DRIVER_ATTR, _drivers_of_run, _fail_orphans
 
     study = _study(tmp_path)
     owners = {"optuna worker": None, "live driver": "live", "dead driver": "dead", "me": "me",

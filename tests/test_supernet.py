@@ -17,8 +17,7 @@ import torch
 from objectives import oneshot
 from objectives.data import load_dataset
 from objectives.flops import analytic_macs
-from search_spaces import RandomTrial
-from search_spaces import ShuffleNetV1Space
+from search_spaces import RandomTrial, ShuffleNetV1Space
 from search_spaces.shufflenet_v1_supernet import build_supernet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -284,3 +283,45 @@ def test_a_family_without_a_supernet_is_one_line(tmp_path: Path, capsys: pytest.
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "space.family" in err and "has no supernet" in err
     assert not list(tmp_path.iterdir())
+
+
+def test_fidelity_ranks_the_oneshot_signal_and_keys_its_cache_by_the_supernet(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`fidelity` on a one-shot experiment: refused (one line, the command) until the supernet is trained,
+    then every entry is scored by inherited weights; another recipe is another cache key."""
+    from nas.analysis.fidelity_run import proxy_hash
+    from nas.cli import main
+    from nas.experiment import load_experiment
+    from search_spaces import make_arch
+
+    exp = _experiment(tmp_path)
+    entries = []
+    for i, (g, w, r) in enumerate([(2, 0.25, 1), (4, 0.25, 2), (2, 0.5, 1), (4, 0.25, 1)]):
+        a = make_arch(groups=g, width=w, repeats=(1, r, 1), num_classes=10)
+        entries.append({"id": f"n{i}", "arch": a.to_dict(), "reference": float(i), "tags": {"groups": g}})
+    ref = tmp_path / "ref.json"
+    ref.write_text(json.dumps({"name": "tiny", "source": "test", "metric": "made up", "entries": entries}))
+    cache = tmp_path / "cache"
+    args = ["fidelity", str(exp), "--reference", str(ref), "--cache", str(cache), "--json"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"shufflenas supernet train {exp}" in err
+    assert not cache.exists()  # refused before any entry ran
+
+    assert main(["supernet", "train", str(exp), "--json"]) == 0
+    capsys.readouterr()
+    assert main(args) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["signal"] == "oneshot_accuracy" and doc["n"] == 4
+    assert all(0.0 <= r["oneshot_accuracy"] <= 1.0 and r["signal"] == r["oneshot_accuracy"] for r in doc["rows"])
+    assert len({r["supernet"] for r in doc["rows"]}) == 1 and all(len(r["supernet"]) == 16 for r in doc["rows"])
+    assert doc["figures"][0]["name"] == "proxy (oneshot_accuracy)" and "naswot" in {f["name"] for f in doc["figures"]}
+    one = load_experiment(exp)
+    h = proxy_hash(one)
+    assert one.oneshot_recipe.steps == 3
+    for field, value in (("steps", 4), ("sampler", "sandwich"), ("group_sharing", "separate"), ("bn_batches", 2)):
+        section = one.oneshot_recipe.model_dump() | {field: value}
+        assert proxy_hash(type(one).model_validate(one.model_dump() | {"oneshot": section})) != h, \
+            f"oneshot.{field} does not change the cache key"
+    same = one.oneshot_recipe.model_dump() | {"checkpoint_every": 1, "threads": 2}  # change no weight or score
+    assert proxy_hash(type(one).model_validate(one.model_dump() | {"oneshot": same})) == h

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from objectives.ranking import RankFigures, ReferenceSet
 
 #: Bump when the trainer or evaluate changes what a proxy run returns (invalidates every cache).
-PROXY_VERSION = 4  # 4: rows carry zico and meco; CUDA runs bf16/channels_last unless train.deterministic
+PROXY_VERSION = 5  # 5: rows carry oneshot_accuracy; 4: zico and meco; CUDA runs bf16/channels_last
 STUDY_ATTR = "fidelity"
 
 
@@ -36,7 +36,7 @@ def quality(exp: Experiment) -> str:
     q = exp.quality
     if q is None:
         raise UserError(f"experiment {exp.name}: objectives {exp.objectives} hold no quality signal to rank with "
-                        "(accuracy, score, naswot, zico or meco)")
+                        "(accuracy, score, oneshot_accuracy, naswot, zico or meco)")
     return q
 
 
@@ -54,10 +54,18 @@ def fidelity_experiment(exp: Experiment) -> Experiment:
 
 
 def proxy_hash(exp: Experiment) -> str:
-    """What changes a proxy's trained accuracy: data, train, rung schedule, zero-cost, deploy, trainer version, torch."""
+    """What changes a proxy's trained accuracy: data, train, rung schedule, zero-cost, deploy, trainer version,
+    torch; for the one-shot signal also the supernet (its key: space, data, recipe) and the scoring settings."""
     import torch
 
-    key = {"data": exp.data.model_dump(mode="json"), "train": exp.train.model_dump(mode="json"),
+    oneshot = None
+    if quality(exp) == "oneshot_accuracy":
+        from nas.pipeline.supernets import supernet_checkpoint
+
+        oneshot = {"supernet": supernet_checkpoint(exp)[1],
+                   "scoring": {k: v for k, v in exp.oneshot_recipe.model_dump(mode="json").items()
+                               if k in ("bn_batches", "bn_batch_size")}}
+    key = {"oneshot": oneshot, "data": exp.data.model_dump(mode="json"), "train": exp.train.model_dump(mode="json"),
            "zero_cost": True, "signal": quality(exp), "deploy": [list(exp.deploy.shape), exp.deploy.classes],
            # a multi-fidelity experiment's proxy trains to the top rung (9x the epochs, say), not train.epochs
            "rungs": exp.fidelity.model_dump(mode="json") if exp.fidelity else None,
@@ -135,8 +143,10 @@ def train_entries(exp: Experiment, reference: ReferenceSet, *, cache_dir: Path |
                   progress: Callable[[int, int, str], None] | None = None) -> tuple[list[dict[str, Any]], int]:
     """One row per entry (cached per arch_id and proxy hash); also returns how many came from the cache."""
     from nas.pipeline.evaluate import evaluate
+    from nas.pipeline.supernets import require_supernet
 
     fexp = fidelity_experiment(exp)
+    require_supernet(fexp)  # one line naming the command that trains it, before any entry runs
     h = proxy_hash(exp)
     cache = cache_dir if cache_dir is not None else default_cache_dir()
     c, _, _ = exp.deploy.shape
@@ -159,7 +169,10 @@ def train_entries(exp: Experiment, reference: ReferenceSet, *, cache_dir: Path |
                 cpu0, t0 = time.process_time(), time.perf_counter()
                 res = evaluate(arch, fexp, run_dir=tmp)
                 a = res.attrs
-                row = {"arch_id": arch.arch_id, "accuracy": a.get("accuracy"), "mmacs": a["mmacs"],
+                row = {"arch_id": arch.arch_id, "accuracy": a.get("accuracy"),
+                       "oneshot_accuracy": a.get("oneshot_accuracy"), "supernet": a.get("supernet_key"),
+                       "oneshot_s": a.get("time_oneshot_s"),
+                       "mmacs": a["mmacs"],
                        "params": a["n_params"] / 1e6, "zero_cost": a.get("zero_cost", {}), "naswot": a.get("naswot"),
                        "train_loss_mean": a.get("train_loss_mean"), "acc_history": a.get("acc_history"),
                        "cpu_s": time.process_time() - cpu0, "wall_s": time.perf_counter() - t0}
@@ -178,8 +191,8 @@ def train_entries(exp: Experiment, reference: ReferenceSet, *, cache_dir: Path |
 
 def signal(rows: Sequence[dict[str, Any]], name: str = "accuracy") -> list[float]:
     """The proxy's ranking signal per row (higher = predicted better)."""
-    if name == "accuracy":
-        return [float(r["accuracy"]) for r in rows]
+    if name in ("accuracy", "oneshot_accuracy"):
+        return [float(r[name]) for r in rows]
     if name == "naswot":
         return [float(r["naswot"]) for r in rows]  # the mean over draws a search optimises
     if name in ("zico", "meco"):

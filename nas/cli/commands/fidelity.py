@@ -72,11 +72,15 @@ def run(args: argparse.Namespace) -> int:
     from nas.analysis.fidelity_run import STUDY_ATTR, run_fidelity
     from nas.cli.args import UserError
     from nas.experiment import load_experiment
+    from nas.pipeline.supernets import require_supernet
     from objectives.ranking import load_reference
 
     _check_plots(args.plot)
     exp = load_experiment(args.experiment)
     against = load_experiment(args.against) if args.against else None
+    require_supernet(exp, str(args.experiment))  # a one-shot signal needs its trained supernet
+    if against is not None:
+        require_supernet(against, str(args.against))
     reference = args.reference or default_reference(exp)
     try:
         ref = load_reference(reference)
