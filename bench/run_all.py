@@ -36,6 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results.json"
 REPORT = ROOT / "BENCHMARKS.md"
 NOISE_NOTE = "2 shared vCPUs, noisy: other processes ran beside every measurement"
+#: what follows this line in BENCHMARKS.md is hand-written (the hours-long benches' write-ups) and kept on a rewrite
+HAND_WRITTEN = "<!-- hand-written sections below: bench/run_all.py keeps everything after this line -->"
 
 
 @dataclass
@@ -488,6 +490,9 @@ def write_report(results: dict[str, Any], path: Path) -> None:
                      f"{e.get('seconds', 'not run')} | {e.get('date', '')} |")
     lines += ["", "search_quality uses `--cheap` in both profiles (NASWOT zero-cost score as the accuracy "
               "objective); run `python bench/search_quality.py --json` for the slow version with proxy training.", ""]
+    old = path.read_text() if path.is_file() else ""
+    if HAND_WRITTEN in old:  # the long benches' sections are written by hand from their own runs: keep them
+        lines += [HAND_WRITTEN + old.split(HAND_WRITTEN, 1)[1]]
     path.write_text("\n".join(lines))
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.run_all import BENCHES, RESULTS, Figure, write_report
+from bench.run_all import BENCHES, HAND_WRITTEN, REPORT, RESULTS, Figure, write_report
 
 
 def test_a_goal_cannot_be_left_unjudged() -> None:
@@ -51,3 +51,18 @@ def test_known_misses_show_as_fail() -> None:
     assert [f.status for f in q if f.name.startswith("hypervolume")] == ["fail"]
     lut = extract["lut_accuracy"]({"n": 20, "predictor": {"within": 0.95, "spearman": 0.96}, "macs": {"within": 0.3}})
     assert [f.status for f in lut if f.goal] == ["pass", "fail"]
+
+
+def test_a_rewrite_keeps_the_hand_written_sections(tmp_path: Path) -> None:
+    """The hours-long benches (Fashion-MNIST reference, one-shot, search vs paper) are written up by hand
+    below the marker; regenerating the tables must not drop them."""
+    assert HAND_WRITTEN in REPORT.read_text()  # the published report has them
+    results = json.loads(RESULTS.read_text())
+    out = tmp_path / "BENCHMARKS.md"
+    out.write_text("# old tables\n| x | stale |\n" + HAND_WRITTEN + "\n\n## Mine\n\nkept | as is\n")
+    write_report(results, out)
+    text = out.read_text()
+    assert "stale" not in text and "## Profiles" in text
+    assert text.endswith(HAND_WRITTEN + "\n\n## Mine\n\nkept | as is\n") and text.count(HAND_WRITTEN) == 1
+    write_report(results, out)
+    assert out.read_text() == text
