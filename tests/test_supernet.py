@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -325,3 +326,29 @@ def test_fidelity_ranks_the_oneshot_signal_and_keys_its_cache_by_the_supernet(
             f"oneshot.{field} does not change the cache key"
     same = one.oneshot_recipe.model_dump() | {"checkpoint_every": 1, "threads": 2}  # change no weight or score
     assert proxy_hash(type(one).model_validate(one.model_dump() | {"oneshot": same})) == h
+
+
+def test_a_ray_search_scores_one_shot_and_records_the_supernet(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        need: Callable[[str], object]) -> None:
+    """Both backends: the Ray backend refuses a one-shot study without its supernet, then scores by it."""
+    need("ray.tune")  # a dev dependency: missing under CI is a failure, not a skip
+    monkeypatch.setenv("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    from nas.cli import main
+
+    exp = _experiment(tmp_path)
+    ray_args = ["search", str(exp), "--backend", "ray", "--workers", "1", "--no-progress", "--json"]
+    assert main(ray_args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"shufflenas supernet train {exp}" in err
+    assert main(["supernet", "train", str(exp), "--json"]) == 0
+    capsys.readouterr()
+    assert main(ray_args) == 0
+    import optuna
+
+    study = optuna.load_study(study_name="tiny_oneshot", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(done) == 3
+    for t in done:
+        assert 0.0 <= t.values[0] <= 1.0 and t.user_attrs["oneshot_accuracy"] == t.values[0]
+        assert Path(t.user_attrs["supernet"]).exists() and len(t.user_attrs["supernet_key"]) == 16
