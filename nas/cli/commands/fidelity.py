@@ -14,7 +14,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "fidelity",
         help="train a reference set with an experiment's proxy and report how well it ranks them (Kendall tau)",
         description=(
-            "Train (or, for an experiment that optimises naswot, score) every architecture of a reference set "
+            "Train (or, for an experiment that optimises naswot, score at initialisation; for oneshot_accuracy, score "
+            "by its trained supernet's inherited weights) every architecture of a reference set "
             "(default: the bundled set trained stand-alone on the experiment's own data when there is one, e.g. "
             "41 networks of the quickstart space on Fashion-MNIST, 2 seeds each; else the family's paper table, "
             "e.g. the ShuffleNet v1 paper's Tables 2 and 3, 21 networks with their ImageNet top-1) with "
